@@ -1,0 +1,337 @@
+"""Building blocks shared by every VATT backbone.
+
+Plain ``nn.Module``s with plain-number constructor arguments; no Lightning or
+Hydra in here. Shapes in comments: B batch, N tokens, C channels (model width),
+H heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LN_EPS = 1e-6  # VATT uses LayerNorm eps 1e-6 everywhere (DESIGN §3.1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention``.
+
+    ``scale=None`` is the usual 1/sqrt(head_dim); the T5 text encoder passes
+    ``scale=1.0`` because T5 folds the scaling into its initialisation.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = scale
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # B, H, N, C/H each
+        if attn_bias is not None:
+            # SDPA wants the additive mask in the query dtype (bf16 under autocast).
+            attn_bias = attn_bias.to(q.dtype)
+        x = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_bias,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
+        )
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    """Linear -> exact GELU -> dropout -> Linear."""
+
+    def __init__(self, dim: int, hidden_dim: int, bias: bool = True, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(x))))
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """``"layer"`` (LayerNorm, used by ViT-style encoders) or ``"rms"`` (T5)."""
+    if kind == "layer":
+        return nn.LayerNorm(dim, eps=LN_EPS)
+    if kind == "rms":
+        return nn.RMSNorm(dim, eps=LN_EPS)
+    raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block (DESIGN §3.1).
+
+    ``x = x + drop(attn(norm(x)))``; ``x = x + drop(W2(drop(gelu(W1(norm(x))))))``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        drop: float = 0.1,
+        attn_drop: float = 0.1,
+        bias: bool = True,
+        norm: str = "layer",
+        attn_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = make_norm(norm, dim)
+        self.attn = Attention(dim, num_heads, bias=bias, attn_drop=attn_drop, proj_drop=drop, scale=attn_scale)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = Mlp(dim, mlp_dim, bias=bias, drop=drop)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attn_bias)
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm blocks followed by a final norm.
+
+    ``grad_checkpointing = True`` recomputes each block in backward
+    (activation checkpointing) to trade compute for memory.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_dim: int,
+        drop: float = 0.1,
+        attn_drop: float = 0.1,
+        bias: bool = True,
+        norm: str = "layer",
+        attn_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_dim, drop, attn_drop, bias, norm, attn_scale) for _ in range(depth)
+        )
+        self.norm = make_norm(norm, dim)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(blk, x, attn_bias, use_reentrant=False)
+            else:
+                x = blk(x, attn_bias)
+        return self.norm(x)
+
+
+def keep_count(num_tokens: int, rate: float) -> int:
+    """Tokens DropToken keeps out of ``num_tokens`` at drop ``rate``: round((1-rate)*N), at least 1."""
+    return max(1, int(round((1.0 - rate) * num_tokens)))
+
+
+class DropToken(nn.Module):
+    """Randomly drop a fraction ``rate`` of the tokens during training (VATT §3.4).
+
+    Per-sample (default): each sample keeps its own random subset, indices drawn
+    on the tokens' device (no host sync). ``per_sample=False``: one subset for
+    the whole batch, as the TF release does. Identity in eval mode or at rate 0.
+    Kept tokens stay in their original order.
+    """
+
+    def __init__(self, rate: float = 0.5, per_sample: bool = True) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"droptoken rate is the fraction of tokens dropped and must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.per_sample = per_sample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # B, N, C -> B, n_keep, C
+        if not self.training or self.rate == 0.0:
+            return x
+        B, N, C = x.shape
+        keep = keep_count(N, self.rate)
+        noise = torch.rand(B if self.per_sample else 1, N, device=x.device)
+        idx = noise.topk(keep, dim=1, sorted=False).indices.sort(dim=1).values  # B|1, keep
+        idx = idx.expand(B, keep)
+        return x.gather(1, idx.unsqueeze(-1).expand(B, keep, C))
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, per_sample={self.per_sample}"
+
+
+def resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly interpolate a position table ``[N, C]`` to ``[length, C]``.
+
+    Half-pixel centres (``align_corners=False``), like ``tf.image.resize``; used to
+    fine-tune at other resolutions or clip lengths than the table was built for.
+    """
+    if table.shape[0] == length:
+        return table
+    out = F.interpolate(table.T.unsqueeze(0).float(), size=length, mode="linear", align_corners=False)
+    return out[0].T.to(table.dtype)
+
+
+class SpatioTemporalPositions(nn.Module):
+    """Factorised learnable video positions (DESIGN §3.3).
+
+    Temporal, vertical and horizontal tables are summed per (t, h, w) position,
+    LayerNorm is applied to that sum, the result is added to the tokens, then
+    dropout.
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int, int], drop: float = 0.1) -> None:
+        super().__init__()
+        self.grid = tuple(grid)
+        self.temporal = nn.Parameter(torch.zeros(grid[0], dim))
+        self.vertical = nn.Parameter(torch.zeros(grid[1], dim))
+        self.horizontal = nn.Parameter(torch.zeros(grid[2], dim))
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, t*h*w, C
+        t, h, w = grid
+        pos = (
+            resize_table(self.temporal, t)[:, None, None]
+            + resize_table(self.vertical, h)[None, :, None]
+            + resize_table(self.horizontal, w)[None, None, :]
+        )  # t, h, w, C
+        pos = self.norm(pos.reshape(t * h * w, -1))
+        return self.drop(x + pos)
+
+
+class TemporalPositions(nn.Module):
+    """One learnable position table with LayerNorm on it (audio; text of the MA model).
+
+    ``interpolate=True`` resizes the table to other sequence lengths (audio);
+    ``False`` takes the first N rows and refuses longer inputs (text words).
+    """
+
+    def __init__(self, dim: int, length: int, drop: float = 0.1, interpolate: bool = True) -> None:
+        super().__init__()
+        self.length = length
+        self.interpolate = interpolate
+        self.table = nn.Parameter(torch.zeros(length, dim))
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, N, C
+        (n,) = grid
+        if self.interpolate:
+            table = resize_table(self.table, n)
+        elif n <= self.length:
+            table = self.table[:n]
+        else:
+            raise ValueError(f"input has {n} tokens but the position table holds {self.length}; raise max_words")
+        return self.drop(x + self.norm(table))
+
+
+def t5_relative_position_bucket(
+    relative_position: torch.Tensor,
+    bidirectional: bool = True,
+    num_buckets: int = 32,
+    max_distance: int = 64,
+) -> torch.Tensor:
+    """T5's bucketing of ``key_pos - query_pos``: exact for small distances, log-spaced beyond.
+
+    Bidirectional: half of the buckets are for keys after the query.
+    """
+    ret = torch.zeros_like(relative_position)
+    n = -relative_position
+    if bidirectional:
+        num_buckets //= 2
+        ret = ret + (n < 0).long() * num_buckets
+        n = n.abs()
+    else:
+        n = n.clamp(min=0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    large = max_exact + (
+        torch.log(n.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).long()
+    large = large.clamp(max=num_buckets - 1)
+    return ret + torch.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5 relative position bias: one learned scalar per head and bucket."""
+
+    def __init__(self, num_heads: int, num_buckets: int = 32, max_distance: int = 64) -> None:
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.embedding = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, length: int, device: torch.device) -> torch.Tensor:  # -> 1, H, N, N
+        pos = torch.arange(length, device=device)
+        buckets = t5_relative_position_bucket(pos[None, :] - pos[:, None], True, self.num_buckets, self.max_distance)
+        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
+
+
+class VideoPatchEmbed(nn.Module):
+    """Non-overlapping 3-D patches (t x h x w x 3) embedded linearly by a Conv3d."""
+
+    def __init__(self, dim: int, patch_size: tuple[int, int, int] = (4, 16, 16), in_chans: int = 3) -> None:
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=self.patch_size, stride=self.patch_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        if x.ndim != 5 or x.shape[1] != self.proj.in_channels:
+            raise ValueError(f"video must be [B, 3, T, H, W], got shape {list(x.shape)}")
+        pt, ph, pw = self.patch_size
+        _, _, T, H, W = x.shape
+        if T % pt or H % ph or W % pw:
+            raise ValueError(
+                f"video [T={T}, H={H}, W={W}] is not divisible by video_patch_size {list(self.patch_size)}; "
+                "crop or resize the clip, or change video_patch_size"
+            )
+        x = self.proj(x)  # B, C, t, h, w
+        grid = tuple(x.shape[2:])
+        return x.flatten(2).transpose(1, 2), grid  # B, t*h*w, C in (t, h, w) order
+
+
+class AudioSegmentEmbed(nn.Module):
+    """Raw waveform cut into segments of ``segment`` samples, each embedded linearly."""
+
+    def __init__(self, dim: int, segment: int = 128) -> None:
+        super().__init__()
+        self.segment = segment
+        self.proj = nn.Linear(segment, dim)  # same as Conv1d(kernel=stride=segment)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int]]:
+        if x.ndim != 2:
+            raise ValueError(f"audio must be a mono waveform [B, S], got shape {list(x.shape)}")
+        B, S = x.shape
+        if S % self.segment:
+            raise ValueError(
+                f"audio has {S} samples, not a multiple of audio_patch_size {self.segment}; "
+                "crop/pad the waveform or change audio_patch_size"
+            )
+        n = S // self.segment
+        return self.proj(x.reshape(B, n, self.segment)), (n,)

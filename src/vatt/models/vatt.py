@@ -1,0 +1,490 @@
+"""VATT: Video-Audio-Text Transformer (Akbari et al., NeurIPS 2021).
+
+One file, top to bottom: modality encoders (video/audio patches, T5 text),
+the common-space (FAC) heads, the full model, then the preset table and
+``create_model``. Sizes and compositions are data (``SIZES``, ``PRESETS``), not
+subclasses. See ``DESIGN.md`` §3 for the facts these follow.
+
+Shapes: B batch, K captions per clip, L words, N tokens, C width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import (
+    AudioSegmentEmbed,
+    DropToken,
+    RelativePositionBias,
+    SpatioTemporalPositions,
+    TemporalPositions,
+    Transformer,
+    VideoPatchEmbed,
+    make_norm,
+)
+from .word_vectors import word_vector_table
+
+# --------------------------------------------------------------------------- encoders
+
+
+class LinearGELU(nn.Sequential):
+    """Linear + exact GELU: the MA model's pre/post projections, the text input projection."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim, bias=bias), nn.GELU())
+
+
+class ModalityEncoder(nn.Module):
+    """Tokens -> positions -> DropToken -> prepend [AGG] -> Transformer -> pooled [AGG].
+
+    Serves video and audio of the modality-specific models and all three
+    modalities of the modality-agnostic (MA) model, where ``transformer`` is one
+    module shared by the three encoders and ``pre_proj``/``post_proj`` are
+    Linear+GELU.
+
+    ``forward_features`` returns every output token ``[B, 1+N, C]`` (index 0 is
+    [AGG]); ``forward`` returns the pooled ``[B, C]`` feature.
+    """
+
+    def __init__(
+        self,
+        embed: nn.Module,
+        pos_embed: nn.Module,
+        transformer: Transformer,
+        embed_dim: int,
+        droptoken: DropToken | None = None,
+        pre_proj: nn.Module | None = None,
+        post_proj: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.embed = embed
+        self.pre_proj = pre_proj if pre_proj is not None else nn.Identity()
+        self.pos_embed = pos_embed
+        self.droptoken = droptoken if droptoken is not None else nn.Identity()
+        self.agg_token = nn.Parameter(torch.zeros(1, 1, transformer.dim))
+        self.transformer = transformer
+        self.post_proj = post_proj if post_proj is not None else nn.Identity()
+        self.embed_dim = embed_dim
+
+    def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        tokens, grid = self.embed(x)  # B, N, C
+        tokens = self.pos_embed(self.pre_proj(tokens), grid)
+        if padding_mask is None:
+            tokens = self.droptoken(tokens)
+            attn_bias = None
+        else:
+            # Only text carries padding; DropToken is never used with it.
+            attn_bias = padding_bias(padding_mask)
+        agg = self.agg_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        x = self.transformer(torch.cat([agg, tokens], dim=1), attn_bias)  # B, 1+N, C
+        return self.post_proj(x)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_features(x, padding_mask)[:, 0]
+
+
+def padding_bias(padding_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` bool (True = real word) -> additive key mask ``[B, 1, 1, 1+L]``; [AGG] always visible."""
+    keep = F.pad(padding_mask, (1, 0), value=True)
+    bias = torch.zeros(keep.shape, dtype=torch.float32, device=keep.device)
+    return bias.masked_fill(~keep, float("-inf"))[:, None, None, :]
+
+
+class WordEmbed(nn.Module):
+    """Word ids ``[B, L]`` -> vectors ``[B, L, word_dim]``; id 0 is padding.
+
+    Trainable by default; ``load_vectors`` fills it from a word2vec/GloVe file and
+    can freeze it (the original uses frozen word2vec).
+    """
+
+    def __init__(self, vocab_size: int, word_dim: int = 300) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(vocab_size, word_dim))
+
+    def load_vectors(self, path: str | Path, vocab: Sequence[str], freeze: bool = True) -> int:
+        if len(vocab) != self.weight.shape[0]:
+            raise ValueError(f"vocab has {len(vocab)} words but vocab_size is {self.weight.shape[0]}")
+        table, found = word_vector_table(path, vocab, self.weight.shape[1])
+        with torch.no_grad():
+            self.weight.copy_(table)
+        self.weight.requires_grad_(not freeze)
+        return found
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[int]]:
+        return F.embedding(ids, self.weight), (ids.shape[1],)
+
+
+class T5TextEncoder(nn.Module):
+    """The modality-specific text encoder (DESIGN §3.2-3.3).
+
+    word vectors (300-d) -> prepend a 300-d [AGG] -> bias-free Linear + GELU to
+    the width -> T5 Transformer: RMS norm, no biases, no 1/sqrt(d) score scaling,
+    relative position bias (32 buckets, max distance 64) computed once and shared
+    by all layers -> final RMS norm. No absolute positions.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_dim: int,
+        word_dim: int = 300,
+        drop: float = 0.1,
+        attn_drop: float = 0.1,
+        num_buckets: int = 32,
+        max_distance: int = 64,
+    ) -> None:
+        super().__init__()
+        self.embed = WordEmbed(vocab_size, word_dim)
+        self.agg_token = nn.Parameter(torch.zeros(1, 1, word_dim))
+        self.proj = LinearGELU(word_dim, dim, bias=False)
+        self.drop = nn.Dropout(drop)
+        self.rel_pos = RelativePositionBias(num_heads, num_buckets, max_distance)
+        self.transformer = Transformer(dim, depth, num_heads, mlp_dim, drop, attn_drop, bias=False, norm="rms", attn_scale=1.0)
+        self.embed_dim = dim
+
+    def forward_features(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        words, _ = self.embed(ids)  # B, L, 300
+        agg = self.agg_token.expand(words.shape[0], -1, -1).to(words.dtype)
+        x = self.drop(self.proj(torch.cat([agg, words], dim=1)))  # B, 1+L, C
+        attn_bias = self.rel_pos(x.shape[1], x.device) + padding_bias(padding_mask)  # B, H, 1+L, 1+L
+        return self.drop(self.transformer(x, attn_bias))
+
+    def forward(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(ids, padding_mask)[:, 0]
+
+
+# --------------------------------------------------------------------------- heads
+
+
+class FACHead(nn.Module):
+    """Fine-and-coarse common-space projections (DESIGN §3.6).
+
+    video -> va: Linear(no bias) -> BN -> ReLU -> Linear(no bias) -> BN
+    va -> vt:    ReLU -> Linear(no bias) -> BN
+    audio -> va: Linear;   text -> vt: Linear.
+    No L2 normalisation here: the losses and retrieval normalise. Under DDP
+    convert BN with ``nn.SyncBatchNorm.convert_sync_batchnorm`` (Lightning's
+    ``sync_batchnorm=True`` does).
+    """
+
+    def __init__(self, video_dim: int, audio_dim: int, text_dim: int, va_dim: int = 512, vt_dim: int = 256) -> None:
+        super().__init__()
+        self.video_to_va = nn.Sequential(
+            nn.Linear(video_dim, va_dim, bias=False),
+            nn.BatchNorm1d(va_dim),
+            nn.ReLU(),
+            nn.Linear(va_dim, va_dim, bias=False),
+            nn.BatchNorm1d(va_dim),
+        )
+        self.va_to_vt = nn.Sequential(nn.ReLU(), nn.Linear(va_dim, vt_dim, bias=False), nn.BatchNorm1d(vt_dim))
+        self.audio_to_va = nn.Linear(audio_dim, va_dim)
+        self.text_to_vt = nn.Linear(text_dim, vt_dim)
+
+    def video(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # B, C -> (B, va), (B, vt)
+        va = self.video_to_va(x)
+        return va, self.va_to_vt(va)
+
+    def audio(self, x: torch.Tensor) -> torch.Tensor:
+        return self.audio_to_va(x)
+
+    def text(self, x: torch.Tensor) -> torch.Tensor:
+        return self.text_to_vt(x)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class VATT(nn.Module):
+    """Video, audio and text encoders plus the FAC heads.
+
+    ``forward(video=None, audio=None, text=None, text_mask=None)`` takes any
+    subset of modalities:
+
+    - ``video``: float ``[B, 3, T, H, W]`` in [-1, 1]
+    - ``audio``: float ``[B, S]`` raw mono waveform
+    - ``text``: int64 ``[B, L]`` or ``[B, K, L]`` word ids, 0 = padding
+    - ``text_mask``: bool ``[B]`` or ``[B, K]``, False where a clip/caption has
+      no text (AudioSet clips); captions of only padding count as missing too.
+
+    Returns pooled features ``video`` ``[B, Cv]``, ``audio`` ``[B, Ca]``, ``text``
+    ``[B, Ct]`` / ``[B, K, Ct]``, projections ``video_va`` ``[B, 512]``,
+    ``video_vt`` ``[B, 256]``, ``audio_va`` ``[B, 512]``, ``text_vt`` ``[B, (K,) 256]``
+    and, with text, the resolved ``text_mask`` ``[B, (K)]``.
+    """
+
+    def __init__(self, video: ModalityEncoder, audio: ModalityEncoder, text: nn.Module, heads: FACHead) -> None:
+        super().__init__()
+        self.video = video
+        self.audio = audio
+        self.text = text
+        self.heads = heads
+
+    @property
+    def modality_agnostic(self) -> bool:
+        return self.video.transformer is self.audio.transformer
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return self.video(video)
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.audio(audio)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """``[..., L]`` word ids -> ``[..., C]`` pooled text features."""
+        if text.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"text must hold integer word ids, got dtype {text.dtype}")
+        lead = text.shape[:-1]
+        ids = text.reshape(-1, text.shape[-1])
+        feats = self.text(ids, ids != 0)
+        return feats.reshape(*lead, feats.shape[-1])
+
+    def forward(
+        self,
+        video: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if video is None and audio is None and text is None:
+            raise ValueError("VATT.forward needs at least one of video=, audio=, text=")
+        out: dict[str, torch.Tensor] = {}
+        if video is not None:
+            out["video"] = self.encode_video(video)
+            out["video_va"], out["video_vt"] = self.heads.video(out["video"])
+        if audio is not None:
+            out["audio"] = self.encode_audio(audio)
+            out["audio_va"] = self.heads.audio(out["audio"])
+        if text is not None:
+            out["text"] = self.encode_text(text)
+            out["text_vt"] = self.heads.text(out["text"])
+            out["text_mask"] = resolve_text_mask(text, text_mask)
+        return out
+
+
+def resolve_text_mask(text: torch.Tensor, text_mask: torch.Tensor | None) -> torch.Tensor:
+    """Caption-level mask ``text.shape[:-1]``: a caption counts when it has a word and its clip/caption mask is True."""
+    present = (text != 0).any(-1)
+    if text_mask is None:
+        return present
+    text_mask = text_mask.to(torch.bool)
+    if text_mask.ndim == present.ndim - 1:
+        text_mask = text_mask.unsqueeze(-1)
+    if text_mask.ndim != present.ndim:
+        raise ValueError(f"text_mask must be [B] or {list(present.shape)}, got {list(text_mask.shape)}")
+    return present & text_mask
+
+
+# --------------------------------------------------------------------------- presets
+
+# Transformer sizes (DESIGN §3.1; head dim 64). "tiny" is ours, for tests and CPU demos.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(depth=2, dim=128, num_heads=2, mlp_dim=512),
+    "small": dict(depth=6, dim=512, num_heads=8, mlp_dim=2048),
+    "base": dict(depth=12, dim=768, num_heads=12, mlp_dim=3072),
+    "medium": dict(depth=12, dim=1024, num_heads=16, mlp_dim=4096),
+    "large": dict(depth=24, dim=1024, num_heads=16, mlp_dim=4096),
+}
+
+# Paper input geometry: 32 frames of 224^2 at 10 fps, 3.2 s of 48 kHz audio, 16 words.
+PAPER_INPUT = dict(num_frames=32, image_size=224, audio_samples=153_600, max_words=16)
+# Tiny input geometry: 8 frames of 64^2 (0.8 s at 10 fps), 0.8 s of 16 kHz audio.
+TINY_INPUT = dict(num_frames=8, image_size=64, audio_samples=12_800, max_words=16)
+
+# Compositions (video / audio / text size), or one shared size for the MA model.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(video_size="tiny", audio_size="tiny", text_size="tiny", **TINY_INPUT),
+    "bbs": dict(video_size="base", audio_size="base", text_size="small", **PAPER_INPUT),
+    "mbs": dict(video_size="medium", audio_size="base", text_size="small", **PAPER_INPUT),
+    "lbs": dict(video_size="large", audio_size="base", text_size="small", **PAPER_INPUT),
+    "ma_medium": dict(shared_size="medium", **PAPER_INPUT),
+    "ma_tiny": dict(shared_size="tiny", post_proj_dim=128, **TINY_INPUT),
+}
+
+
+@dataclass
+class VATTConfig:
+    """Every constructor argument of a VATT model; ``create_model`` overrides fill it."""
+
+    video_size: str = "medium"
+    audio_size: str = "base"
+    text_size: str = "small"
+    shared_size: str | None = None  # set -> modality-agnostic model, one Transformer of this size
+    num_frames: int = 32
+    image_size: int = 224
+    video_patch_size: tuple[int, int, int] = (4, 16, 16)
+    audio_samples: int = 153_600
+    audio_patch_size: int = 128
+    max_words: int = 16
+    vocab_size: int = 2**16
+    word_dim: int = 300
+    droptoken: float = 0.5
+    droptoken_per_sample: bool = True
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    va_dim: int = 512
+    vt_dim: int = 256
+    post_proj_dim: int = 1024  # MA model only
+    num_buckets: int = 32  # T5 text only
+    max_distance: int = 64
+
+    def validate(self) -> None:
+        for key in ("video_size", "audio_size", "text_size") if self.shared_size is None else ("shared_size",):
+            if getattr(self, key) not in SIZES:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not a size; choose one of {sorted(SIZES)}")
+        if not 0.0 <= self.droptoken < 1.0:
+            raise ValueError(f"droptoken={self.droptoken}: it is the fraction of video/audio tokens dropped, in [0, 1)")
+        pt, ph, pw = self.video_patch_size
+        if self.num_frames % pt or self.image_size % ph or self.image_size % pw:
+            raise ValueError(
+                f"num_frames={self.num_frames}, image_size={self.image_size} are not divisible by "
+                f"video_patch_size={list(self.video_patch_size)}"
+            )
+        if self.audio_samples % self.audio_patch_size:
+            raise ValueError(f"audio_samples={self.audio_samples} is not a multiple of audio_patch_size={self.audio_patch_size}")
+        for key in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key}={getattr(self, key)} must be in [0, 1)")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size={self.vocab_size}: needs at least padding (0) and one word")
+
+    @property
+    def video_grid(self) -> tuple[int, int, int]:
+        pt, ph, pw = self.video_patch_size
+        return (self.num_frames // pt, self.image_size // ph, self.image_size // pw)
+
+
+def build_vatt(cfg: VATTConfig) -> VATT:
+    """Build a VATT model from a validated config."""
+    cfg.validate()
+    drop, adrop = cfg.dropout, cfg.attn_dropout
+
+    def transformer(size: str, **kw) -> Transformer:
+        return Transformer(**SIZES[size], drop=drop, attn_drop=adrop, **kw)
+
+    def droptoken() -> DropToken:
+        return DropToken(cfg.droptoken, cfg.droptoken_per_sample)
+
+    n_audio = cfg.audio_samples // cfg.audio_patch_size
+    if cfg.shared_size is None:
+        vdim, adim = SIZES[cfg.video_size]["dim"], SIZES[cfg.audio_size]["dim"]
+        video = ModalityEncoder(
+            VideoPatchEmbed(vdim, cfg.video_patch_size),
+            SpatioTemporalPositions(vdim, cfg.video_grid, drop),
+            transformer(cfg.video_size),
+            vdim,
+            droptoken(),
+        )
+        audio = ModalityEncoder(
+            AudioSegmentEmbed(adim, cfg.audio_patch_size),
+            TemporalPositions(adim, n_audio, drop),
+            transformer(cfg.audio_size),
+            adim,
+            droptoken(),
+        )
+        t = SIZES[cfg.text_size]
+        text = T5TextEncoder(
+            cfg.vocab_size, t["dim"], t["depth"], t["num_heads"], t["mlp_dim"], cfg.word_dim, drop, adrop,
+            cfg.num_buckets, cfg.max_distance,
+        )
+        heads = FACHead(vdim, adim, t["dim"], cfg.va_dim, cfg.vt_dim)
+    else:
+        d, post = SIZES[cfg.shared_size]["dim"], cfg.post_proj_dim
+        shared = transformer(cfg.shared_size)
+        video = ModalityEncoder(
+            VideoPatchEmbed(d, cfg.video_patch_size),
+            SpatioTemporalPositions(d, cfg.video_grid, drop),
+            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post),
+        )
+        audio = ModalityEncoder(
+            AudioSegmentEmbed(d, cfg.audio_patch_size),
+            TemporalPositions(d, n_audio, drop),
+            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post),
+        )
+        text = ModalityEncoder(
+            WordEmbed(cfg.vocab_size, cfg.word_dim),
+            TemporalPositions(d, cfg.max_words, drop, interpolate=False),
+            shared, post, None, LinearGELU(cfg.word_dim, d), LinearGELU(d, post),
+        )
+        heads = FACHead(post, post, post, cfg.va_dim, cfg.vt_dim)
+    model = VATT(video, audio, text, heads)
+    init_weights(model)
+    return model
+
+
+def init_weights(model: nn.Module) -> None:
+    """ViT-style init: truncated normal(0.02) for linear/conv/position tables/[AGG], zero biases, unit norms.
+
+    Word vectors start unit-scale like word2vec rows, with a zero padding row.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv3d)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.RMSNorm, nn.BatchNorm1d)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+        elif isinstance(m, WordEmbed):
+            with torch.no_grad():
+                nn.init.normal_(m.weight, std=1.0)
+                m.weight[0].zero_()
+        elif isinstance(m, (SpatioTemporalPositions, TemporalPositions, ModalityEncoder, T5TextEncoder)):
+            for p in m.parameters(recurse=False):
+                nn.init.trunc_normal_(p, std=0.02)
+
+
+def create_model(name: str, **overrides) -> VATT:
+    """Build a named VATT model: ``tiny``, ``bbs``, ``mbs``, ``lbs``, ``ma_medium`` (and ``ma_tiny``).
+
+    Overrides are ``VATTConfig`` fields (``droptoken``, ``droptoken_per_sample``,
+    ``vocab_size``, ``num_frames``, ``image_size``, ``video_patch_size``,
+    ``audio_samples``, ``audio_patch_size``, ``max_words``, ``dropout``,
+    ``attn_dropout``, ``va_dim``, ``vt_dim``, ...), plus:
+
+    - ``word_vectors``: path to a word2vec (text/binary) or GloVe file, with
+    - ``vocab``: the word list (index = id, index 0 = padding) to look up, and
+    - ``freeze_word_embeddings`` (default True when ``word_vectors`` is given).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
+    word_vectors = overrides.pop("word_vectors", None)
+    vocab = overrides.pop("vocab", None)
+    freeze = overrides.pop("freeze_word_embeddings", True)
+    fields = set(VATTConfig.__dataclass_fields__)
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"create_model({name!r}): unknown override(s) {unknown}; valid: {sorted(fields)}")
+    if "video_patch_size" in overrides:
+        overrides["video_patch_size"] = tuple(overrides["video_patch_size"])
+    cfg = VATTConfig(**{**PRESETS[name], **overrides})
+    model = build_vatt(cfg)
+    model.config = cfg
+    if word_vectors is not None:
+        if vocab is None:
+            raise ValueError("word_vectors needs vocab= (the word list whose index is the word id)")
+        embed = model.text.embed
+        embed.load_vectors(word_vectors, list(vocab), freeze=freeze)
+    return model
+
+
+def list_models() -> list[str]:
+    return sorted(PRESETS)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True, exclude_word_table: bool = False) -> int:
+    """Unique parameters (a shared Transformer counts once)."""
+    skip = {id(m.weight) for m in model.modules() if isinstance(m, WordEmbed)} if exclude_word_table else set()
+    return sum(p.numel() for p in model.parameters() if (p.requires_grad or not trainable_only) and id(p) not in skip)
