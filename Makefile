@@ -9,7 +9,11 @@ STAMP := $(VENV)/.installed
 # Pinned so every machine resolves the same, tested build (pip's cap here: torch<=2.14.1).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
-.PHONY: help install test flops clean
+# Every `key=value` on the make command line is a Hydra override, e.g.
+#   make train experiment=demo model.droptoken=0.25 trainer.max_epochs=2
+ARGS := $(filter-out PYTHON=% TORCH_PINS=% VENV=%,$(MAKEOVERRIDES))
+
+.PHONY: help install test train sweep data-demo tensorboard flops clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,6 +28,18 @@ $(STAMP): pyproject.toml Makefile
 
 test: install ## run the whole test suite
 	$(PY) -m pytest
+
+train: install ## pretrain (default: experiment=demo, which generates data/demo/ if missing); key=value overrides pass to Hydra
+	$(PY) -m vatt.train $(ARGS)
+
+sweep: install ## the same as a Hydra multirun, e.g. make sweep experiment=demo model.droptoken=0.0,0.25,0.5,0.75
+	$(PY) -m vatt.train --multirun $(ARGS)
+
+data-demo: install ## generate the built-in demo dataset into data/demo/ (skipped when it is there)
+	$(PY) -m vatt.data.demo --out data/demo
+
+tensorboard: install ## serve logs/ on http://localhost:6006 to compare runs
+	$(PY) -m tensorboard.main --logdir logs --port 6006
 
 flops: install ## parameter counts and forward GFLOPs of the paper models at DropToken 0/25/50/75 %
 	$(PY) -m vatt.flops

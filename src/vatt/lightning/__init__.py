@@ -1,0 +1,6 @@
+"""Lightning glue around the VATT library (the library never imports this)."""
+
+from .pretrain import VATTPretrainModule, warmup_cosine
+from .strategies import fsdp_strategy
+
+__all__ = ["VATTPretrainModule", "warmup_cosine", "fsdp_strategy"]

@@ -1,0 +1,166 @@
+"""VATT pretraining as a LightningModule: NCE(video, audio) + λ·MIL-NCE(video, text)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from vatt.losses import mil_nce_loss, nce_loss
+from vatt.metrics import retrieval_metrics
+from vatt.models import create_model
+
+log = logging.getLogger(__name__)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, lr: float, final_lr: float) -> float:
+    """Linear warmup 0 -> lr over ``warmup_steps``, then half-cosine from lr to ``final_lr`` at ``total_steps``."""
+    if step < warmup_steps:
+        return lr * step / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return final_lr + (lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class VATTPretrainModule(L.LightningModule):
+    """Wraps ``vatt.create_model(name, ...)``.
+
+    Arguments are plain values (Hydra passes the ``model`` config group):
+    ``name`` and ``droptoken``/``droptoken_per_sample`` choose the backbone,
+    ``backbone`` holds further ``create_model`` overrides, ``input`` the clip
+    geometry (frames, fps, image size, sample rate, words), ``loss`` the
+    temperature and λ (``mil_nce_weight``), ``optimizer``/``scheduler`` Adam and the
+    warmup + half-cosine schedule (DESIGN §3.8). ``total_steps: null`` uses the
+    trainer's estimate.
+    """
+
+    def __init__(
+        self,
+        name: str = "tiny",
+        droptoken: float = 0.5,
+        droptoken_per_sample: bool = True,
+        vocab_size: int = 2**16,
+        input: dict | None = None,
+        backbone: dict | None = None,
+        loss: dict | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        inp = dict(input or {})
+        geometry = {}
+        if inp:
+            geometry = dict(
+                num_frames=inp["num_frames"],
+                image_size=inp["image_size"],
+                audio_samples=int(round(inp["num_frames"] / inp["fps"] * inp["sample_rate"])),
+                max_words=inp.get("max_words", 16),
+            )
+        self.model = create_model(
+            name,
+            droptoken=droptoken,
+            droptoken_per_sample=droptoken_per_sample,
+            vocab_size=vocab_size,
+            **{**geometry, **dict(backbone or {})},
+        )
+        self.loss_cfg = {"temperature": 0.07, "mil_nce_weight": 1.0, **dict(loss or {})}
+        self.optim_cfg = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.0, **dict(optimizer or {})}
+        self.sched_cfg = {"warmup_steps": 5000, "total_steps": 500_000, "final_lr": 5e-5, **dict(scheduler or {})}
+        self.compile = compile
+        self._val_outputs: list[dict[str, torch.Tensor]] = []
+        self._last_step_time: float | None = None
+
+    def configure_model(self) -> None:
+        if self.compile and not isinstance(self.model.video.transformer, torch._dynamo.eval_frame.OptimizedModule):
+            # compile the Transformer stacks: the shapes are static, the glue around them is not
+            for enc in (self.model.video, self.model.audio, self.model.text):
+                enc.transformer.compile()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model(video=batch["video"], audio=batch["audio"], text=batch["text"], text_mask=batch["text_mask"])
+
+    def losses(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tau = self.loss_cfg["temperature"]
+        nce = nce_loss(out["video_va"], out["audio_va"], temperature=tau)
+        mil = mil_nce_loss(out["video_vt"], out["text_vt"], temperature=tau, text_mask=out["text_mask"])
+        return {"loss": nce + self.loss_cfg["mil_nce_weight"] * mil, "loss_nce": nce, "loss_mil_nce": mil}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.losses(self(batch))
+        bs = batch["video"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        if "skipped" in batch:
+            self.log("data/skipped", batch["skipped"].sum().float(), reduce_fx="sum", batch_size=bs)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            # global samples per second over the last step (data loading included)
+            world = self.trainer.world_size if self._trainer is not None else 1
+            self.log("train/samples_per_sec", bs * world / (now - self._last_step_time), batch_size=bs)
+        self._last_step_time = now
+        return losses["loss"]
+
+    def on_train_epoch_start(self) -> None:
+        self._last_step_time = None
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self(batch)
+        bs = batch["video"].shape[0]
+        if bs > 1:
+            self.log("val/loss", self.losses(out)["loss"], batch_size=bs, sync_dist=True)
+        self._val_outputs.append(
+            {
+                "video_va": out["video_va"].float(),
+                "audio_va": out["audio_va"].float(),
+                "video_vt": out["video_vt"].float(),
+                "text_vt": out["text_vt"][:, 0].float(),  # caption 0 is the one of the window itself
+                "has_text": out["text_mask"][:, 0],
+            }
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        local = {k: torch.cat([o[k] for o in self._val_outputs]) for k in self._val_outputs[0]}
+        self._val_outputs.clear()
+        gathered = self.all_gather(local)  # world, N, ... (or N, ... on one process)
+        if self.trainer.world_size > 1:
+            gathered = {k: v.flatten(0, 1) for k, v in gathered.items()}
+        has_text = gathered["has_text"].bool()
+        metrics = {}
+        for k, v in retrieval_metrics(gathered["video_va"], gathered["audio_va"]).items():
+            metrics[f"val/v2a_{k}"] = v
+        if has_text.any():
+            t2v = retrieval_metrics(gathered["text_vt"][has_text], gathered["video_vt"][has_text])
+            metrics.update({f"val/t2v_{k}": v for k, v in t2v.items()})
+        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "R@10" in k or "MedR" in k)
+            log.info("epoch %d step %d: %s", self.current_epoch, self.global_step, shown)
+
+    def _is_fsdp(self) -> bool:
+        return self._trainer is not None and "FSDP" in type(self.trainer.strategy).__name__
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optim_cfg
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(
+            params,
+            lr=cfg["lr"],
+            betas=tuple(cfg["betas"]),
+            eps=cfg["eps"],
+            weight_decay=cfg["weight_decay"],
+            fused=all(p.device.type in ("cpu", "cuda") for p in params) and not self._is_fsdp(),
+        )
+        s = self.sched_cfg
+        total = s["total_steps"] or int(self.trainer.estimated_stepping_batches)
+        peak = cfg["lr"]
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, s["warmup_steps"], total, peak, s["final_lr"]) / peak
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

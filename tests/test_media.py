@@ -1,0 +1,64 @@
+"""read_clip: window sampling, A/V alignment, padding, missing audio, errors."""
+
+import numpy as np
+import pytest
+
+from conftest import flash_and_click, write_av
+from vatt.data.media import MediaError, probe_duration, read_clip
+
+
+def test_shapes_dtypes_and_resize(tmp_path):
+    path = flash_and_click(tmp_path / "a.mp4")
+    clip = read_clip(path, 0.5, num_frames=8, fps=10, sample_rate=16000, num_samples=12800, short_side=32)
+    assert clip.video.dtype == np.uint8 and clip.video.shape == (8, 32, 43, 3)  # 48x64 -> short side 32
+    assert clip.audio.dtype == np.float32 and clip.audio.shape == (12800,)
+    assert clip.has_audio and not clip.padded
+
+
+@pytest.mark.parametrize("start", [0.9, 1.0, 1.05])
+def test_flash_and_click_line_up_within_one_frame(tmp_path, start):
+    path = flash_and_click(tmp_path / "a.mp4", flash_time=1.2)
+    fps, sr = 10, 16000
+    clip = read_clip(path, start, num_frames=8, fps=fps, sample_rate=sr, num_samples=int(0.8 * sr))
+    white = clip.video.reshape(8, -1).mean(axis=1) > 200
+    # target time start + i/fps shows the white frames exactly when it falls in [1.2, 1.3)
+    expected = [1.2 - 1e-6 <= start + i / fps < 1.3 - 1e-6 for i in range(8)]
+    assert white.tolist() == expected
+    click_time = start + np.abs(clip.audio).argmax() / sr
+    assert click_time == pytest.approx(1.2, abs=1 / fps)
+
+
+def test_window_past_the_end_is_padded(tmp_path):
+    path = flash_and_click(tmp_path / "a.mp4", duration=2.0)
+    clip = read_clip(path, 1.6, num_frames=8, fps=10, sample_rate=16000, num_samples=12800)
+    assert clip.padded
+    assert np.array_equal(clip.video[-1], clip.video[3])  # last frame (t = 1.96 s) repeated
+    assert np.abs(clip.audio[-3200:]).max() == 0.0  # audio zero-filled past the end
+
+
+def test_file_without_audio_gives_zeros(tmp_path):
+    frames = np.full((20, 32, 32, 3), 128, np.uint8)
+    path = write_av(tmp_path / "silent.mp4", frames, fps=10)
+    clip = read_clip(path, 0.0, num_frames=4, fps=10, sample_rate=16000, num_samples=6400)
+    assert not clip.has_audio and clip.audio.shape == (6400,) and not clip.audio.any()
+
+
+def test_bytes_decode_like_the_file(tmp_path):
+    path = flash_and_click(tmp_path / "a.mp4")
+    a = read_clip(path, 1.0, 4, 10, 16000, 6400)
+    b = read_clip(path.read_bytes(), 1.0, 4, 10, 16000, 6400)
+    assert np.array_equal(a.video, b.video) and np.allclose(a.audio, b.audio)
+    assert probe_duration(path) == pytest.approx(3.0, abs=0.1)
+
+
+def test_garbage_and_truncated_files_raise_media_error_naming_the_file(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(MediaError, match="junk.mp4"):
+        read_clip(junk, 0.0, 4, 10, 16000, 6400)
+    good = flash_and_click(tmp_path / "good.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good[: len(good) // 3])
+    with pytest.raises(MediaError, match="cut.mp4"):
+        read_clip(cut, 0.0, 4, 10, 16000, 6400)
+    assert issubclass(MediaError, ValueError)

@@ -1,0 +1,158 @@
+"""Pretraining data: manifests, caption selection, samples, batches, bad files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import flash_and_click
+from vatt.data.pretrain import (
+    Augment,
+    Caption,
+    ClipConfig,
+    ClipDataset,
+    PretrainDataModule,
+    load_manifest,
+    select_captions,
+    video_to_tensor,
+)
+from vatt.data.tokenizer import WordTokenizer
+
+TINY = ClipConfig(num_frames=8, fps=10, image_size=64, sample_rate=16000, num_captions=5, max_words=16)
+
+
+def _caps(*spans):
+    return [Caption(s, e, f"c{i}") for i, (s, e) in enumerate(spans)]
+
+
+def test_select_captions_puts_the_overlapping_caption_first_then_nearest_neighbours():
+    caps = _caps((0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6))
+    assert select_captions(caps, 2.2, 3.0, 3) == ["c2", "c3", "c1"]  # mid 2.6: c3 starts 0.4 away, c1 ended 0.6 ago
+    assert select_captions(caps, 2.5, 3.3, 5) == ["c2", "c3", "c1", "c4", "c0"]
+    assert select_captions(caps, 0.0, 0.8, 3) == ["c0", "c1", "c2"]  # at the edge: only later ones
+    assert select_captions(caps, 0.0, 0.8, 10) == ["c0", "c1", "c2", "c3", "c4", "c5"]
+    assert select_captions([], 0.0, 1.0, 5) == []
+
+
+def test_select_captions_takes_the_nearest_when_none_overlaps():
+    assert select_captions(_caps((0, 1), (5, 6)), 3.6, 4.4, 1) == ["c1"]
+
+
+def test_manifest_skips_and_reports_bad_rows(tmp_path):
+    flash_and_click(tmp_path / "ok.mp4")
+    rows = [
+        {"video": "ok.mp4", "captions": [{"start": 0, "end": 1, "text": "hello"}, {"start": 1, "end": 2, "text": "  "}]},
+        {"video": "missing.mp4", "captions": []},
+        "not json",
+        {"captions": []},
+        {"video": "ok.mp4"},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows))
+    m = load_manifest(tmp_path / "m.jsonl")
+    assert len(m.rows) == 2 and [c.text for c in m.rows[0].captions] == ["hello"] and m.rows[1].captions == []
+    reasons = " | ".join(m.skipped)
+    assert "line 1: empty caption" in reasons and "line 2: missing file missing.mp4" in reasons
+    assert "line 3: not JSON" in reasons and "line 4: no 'video'" in reasons
+
+
+def test_manifest_with_nothing_usable_is_an_error(tmp_path):
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": "gone.mp4"}))
+    with pytest.raises(ValueError, match="no usable row"):
+        load_manifest(tmp_path / "m.jsonl")
+
+
+def test_video_to_tensor_scales_to_minus_one_one_and_crops():
+    frames = np.zeros((4, 10, 12, 3), np.uint8)
+    frames[..., 0] = 255
+    x = video_to_tensor(frames, 8, None)
+    assert x.shape == (3, 4, 8, 8) and x.dtype == torch.float32
+    assert x[0].eq(1).all() and x[1].eq(-1).all()
+    aug = video_to_tensor(frames, 8, Augment())
+    assert aug.shape == (3, 4, 8, 8) and aug.min() >= -1 and aug.max() <= 1
+
+
+def _dataset(demo_root, train=False):
+    rows = load_manifest(demo_root / "val.jsonl").rows
+    tok = WordTokenizer.build(c.text for r in rows for c in r.captions)
+    return ClipDataset(rows, tok, TINY, Augment(hue=0.0) if train else None)
+
+
+def test_samples_have_documented_shapes_and_dtypes(demo_root):
+    ds = _dataset(demo_root, train=True)
+    s = ds[0]
+    assert s["video"].shape == (3, 8, 64, 64) and s["video"].dtype == torch.float32
+    assert s["video"].min() >= -1 and s["video"].max() <= 1
+    assert s["audio"].shape == (12800,) and s["audio"].dtype == torch.float32
+    assert s["text"].shape == (5, 16) and s["text"].dtype == torch.long
+    assert s["text_mask"].shape == (5,) and s["text_mask"].dtype == torch.bool
+    assert torch.equal(s["text_mask"], (s["text"] != 0).any(-1))
+    assert s["skipped"].item() == 0
+
+
+def test_validation_samples_are_deterministic_and_centred(demo_root):
+    ds = _dataset(demo_root)
+    a, b = ds[1], ds[1]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+    row = ds.rows[1]
+    if row.captions:
+        centre = select_captions(row.captions, 1.6, 2.4, 5)[0]  # 4 s clip, 0.8 s window in the middle
+        assert a["text"][0].tolist() == ds.tokenizer([centre], 16)[0].tolist()
+
+
+def test_clips_without_captions_have_an_all_false_text_mask(demo_root):
+    ds = _dataset(demo_root)
+    ds.rows[0].captions = []
+    s = ds[0]
+    assert not s["text_mask"].any() and not s["text"].any()
+
+
+def test_audio_and_video_windows_are_aligned(tmp_path):
+    flash_and_click(tmp_path / "a.mp4", flash_time=1.2, duration=3.0)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": "a.mp4", "duration": 3.0, "captions": []}))
+    rows = load_manifest(tmp_path / "m.jsonl").rows
+    ds = ClipDataset(rows, WordTokenizer.from_words([]), ClipConfig(num_frames=30, fps=10, image_size=32, sample_rate=16000), None)
+    s = ds[0]  # centred window [0, 3.0)
+    bright = s["video"].mean(dim=(0, 2, 3))
+    flash_frame = int((bright > 0.5).nonzero()[0])
+    click = int(s["audio"].abs().argmax())
+    assert flash_frame == 12
+    assert abs(click / 16000 - flash_frame / 10) <= 0.1
+
+
+def test_a_bad_file_is_skipped_counted_and_replaced(tmp_path):
+    flash_and_click(tmp_path / "good.mp4")
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 1000)
+    lines = [json.dumps({"video": v, "captions": []}) for v in ("bad.mp4", "good.mp4")]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines))
+    ds = ClipDataset(load_manifest(tmp_path / "m.jsonl").rows, WordTokenizer.from_words([]), TINY, None)
+    s = ds[0]
+    assert s["skipped"].item() == 1 and s["index"].item() == 1
+    assert ds.bad == {0}
+
+
+def test_only_bad_files_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 1000)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": "bad.mp4"}))
+    ds = ClipDataset(load_manifest(tmp_path / "m.jsonl").rows, WordTokenizer.from_words([]), TINY, None)
+    with pytest.raises(RuntimeError, match="could not be read"):
+        ds[0]
+
+
+def test_datamodule_builds_tokenizer_and_batches(demo_root):
+    dm = PretrainDataModule(str(demo_root), clip=TINY, batch_size=4, num_workers=0, augment={"hue": 0.0})
+    dm.prepare_data()
+    assert (demo_root / "tokenizer.json").is_file() and dm.vocab_size > 10
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"video", "audio", "text", "text_mask", "index", "skipped"}
+    assert batch["video"].shape == (4, 3, 8, 64, 64) and batch["audio"].shape == (4, 12800)
+    assert batch["text"].shape == (4, 5, 16) and batch["text_mask"].shape == (4, 5)
+    assert len(dm.train_dataloader()) == 16 // 4 and len(dm.val_dataloader()) == 2
+
+
+def test_datamodule_without_a_path_says_how_to_provide_data():
+    with pytest.raises(ValueError, match="data.path is not set.*train.jsonl"):
+        PretrainDataModule(None)
+    with pytest.raises(FileNotFoundError, match="data.path=/no/such/dir"):
+        PretrainDataModule("/no/such/dir").prepare_data()
