@@ -13,7 +13,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 #   make train experiment=demo model.droptoken=0.25 trainer.max_epochs=2
 ARGS := $(filter-out PYTHON=% TORCH_PINS=% VENV=%,$(MAKEOVERRIDES))
 
-.PHONY: help install test train sweep data-demo tensorboard flops clean
+.PHONY: help install test train sweep data-demo shards tensorboard flops bench bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,15 @@ sweep: install ## the same as a Hydra multirun, e.g. make sweep experiment=demo 
 
 data-demo: install ## generate the built-in demo dataset into data/demo/ (skipped when it is there)
 	$(PY) -m vatt.data.demo --out data/demo
+
+shards: data-demo ## prepare the demo data as streaming shards in data/shards/demo/{train,val} (skipped when up to date)
+	$(PY) -m vatt.data.prepare manifest --manifest data/demo/train.jsonl --out data/shards/demo/train --workers 2
+	$(PY) -m vatt.data.prepare manifest --manifest data/demo/val.jsonl --out data/shards/demo/val --workers 2
+
+bench: flops bench-data ## every benchmark
+
+bench-data: shards ## clips/s of the per-clip pipeline vs decoding every frame, at paper clip settings
+	$(PY) -m vatt.data.bench --shards data/shards/demo/val --num-clips 64
 
 tensorboard: install ## serve logs/ on http://localhost:6006 to compare runs
 	$(PY) -m tensorboard.main --logdir logs --port 6006

@@ -156,3 +156,16 @@ def test_datamodule_without_a_path_says_how_to_provide_data():
         PretrainDataModule(None)
     with pytest.raises(FileNotFoundError, match="data.path=/no/such/dir"):
         PretrainDataModule("/no/such/dir").prepare_data()
+
+
+def test_hue_rotation_keeps_greys_and_moves_red_towards_green_and_blue():
+    from vatt.data.pretrain import rotate_hue
+
+    grey = torch.full((1, 3, 2, 2), 0.4)
+    assert torch.allclose(rotate_hue(grey, 0.17), grey, atol=1e-6)
+    red = torch.zeros(1, 3, 1, 1)
+    red[:, 0] = 0.8
+    assert torch.allclose(rotate_hue(red, 0.0), red, atol=1e-6)
+    # same direction as HSV hue (torchvision's adjust_hue): +1/3 turn makes red green, -1/3 blue
+    assert int(rotate_hue(red, 1 / 3)[0, :, 0, 0].argmax()) == 1
+    assert int(rotate_hue(red, -1 / 3)[0, :, 0, 0].argmax()) == 2

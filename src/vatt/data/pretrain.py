@@ -169,38 +169,100 @@ class Augment:
     audio_noise: float = 0.01  # Gaussian noise std relative to max |x|
 
 
-def _uniform(lo: float, hi: float) -> float:
-    return lo + (hi - lo) * torch.rand(()).item()
+def _rand(gen: torch.Generator | None) -> float:
+    return torch.rand((), generator=gen).item()
 
 
-def video_to_tensor(frames: np.ndarray, crop: int, augment: Augment | None) -> torch.Tensor:
+def _uniform(lo: float, hi: float, gen: torch.Generator | None = None) -> float:
+    return lo + (hi - lo) * _rand(gen)
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def rotate_hue(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """Shift the hue of ``[..., 3, H, W]`` RGB in [0, 1] by ``delta`` turns (±0.2 in VATT).
+
+    A rotation of the chroma plane in YIQ space: one 3x3 matrix per clip instead of
+    an RGB -> HSV -> RGB round trip, which made hue jitter most of the CPU cost of
+    a 32x224² clip. Greys stay grey and luma is kept; hues move by close to
+    ``delta`` (HSV and YIQ hue angles differ slightly).
+    """
+    # the I/Q angle runs opposite to HSV hue (red -> green -> blue), hence the minus
+    angle = torch.tensor(-2 * torch.pi * delta)
+    c, s = torch.cos(angle), torch.sin(angle)
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    m = (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).to(x.dtype)
+    return torch.einsum("ij,...jhw->...ihw", m, x).clamp_(0, 1)
+
+
+def video_to_tensor(
+    frames: np.ndarray, crop: int, augment: Augment | None, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """uint8 ``[T, H, W, 3]`` -> float ``[3, T, crop, crop]`` in [-1, 1]; random crop/flip/colour with ``augment``."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # T, 3, H, W
     _, _, h, w = x.shape
     if augment is None:
         top, left = (h - crop) // 2, (w - crop) // 2
     else:
-        top = int(torch.randint(0, h - crop + 1, ()).item())
-        left = int(torch.randint(0, w - crop + 1, ()).item())
+        top = int(torch.randint(0, h - crop + 1, (), generator=gen).item())
+        left = int(torch.randint(0, w - crop + 1, (), generator=gen).item())
     x = x[:, :, top : top + crop, left : left + crop].float().div_(255)
     if augment is not None:
-        if torch.rand(()).item() < augment.flip_prob:
+        if _rand(gen) < augment.flip_prob:
             x = x.flip(-1)
-        if torch.rand(()).item() < augment.color_prob:
+        if _rand(gen) < augment.color_prob:
             if augment.brightness:
-                x = (x + _uniform(-augment.brightness, augment.brightness)).clamp_(0, 1)
-            x = TF.adjust_saturation(x, _uniform(*augment.saturation))
-            x = TF.adjust_contrast(x, _uniform(*augment.contrast))
+                x = (x + _uniform(-augment.brightness, augment.brightness, gen)).clamp_(0, 1)
+            x = TF.adjust_saturation(x, _uniform(*augment.saturation, gen))
+            x = TF.adjust_contrast(x, _uniform(*augment.contrast, gen))
             if augment.hue:
-                x = TF.adjust_hue(x, _uniform(-augment.hue, augment.hue))
+                x = rotate_hue(x, _uniform(-augment.hue, augment.hue, gen))
     return x.mul_(2).sub_(1).permute(1, 0, 2, 3).contiguous()  # 3, T, H, W
 
 
-def audio_to_tensor(wave: np.ndarray, augment: Augment | None) -> torch.Tensor:
+def audio_to_tensor(wave: np.ndarray, augment: Augment | None, gen: torch.Generator | None = None) -> torch.Tensor:
     x = torch.from_numpy(wave)
     if augment is not None and augment.audio_noise > 0:
-        x = x + torch.randn_like(x) * augment.audio_noise * x.abs().max()
+        x = x + torch.randn(x.shape, generator=gen) * augment.audio_noise * x.abs().max()
     return x
+
+
+def clip_sample(
+    src: str | Path | bytes,
+    captions: list[Caption],
+    duration: float | None,
+    clip: ClipConfig,
+    augment: Augment | None,
+    tokenizer: WordTokenizer,
+    gen: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The per-clip pipeline every dataset shares: window -> decode -> augment -> K captions -> tokens.
+
+    ``augment=None`` is validation: centred window, no augmentation. ``gen`` makes
+    the random choices reproducible (streaming shards seed it per epoch and sample,
+    so a resumed run draws the same windows and augmentations).
+    """
+    if duration is None:
+        duration = probe_duration(src)
+    slack = max(0.0, duration - clip.seconds)
+    start = _uniform(0.0, slack, gen) if augment is not None else slack / 2
+    short = clip.image_size
+    if augment is not None and _rand(gen) < augment.scale_jitter_prob:
+        # zooming out below the crop size is clamped: the crop must fit in the frame
+        short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
+    media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short)
+    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions)
+    text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
+    if texts:
+        text[: len(texts)] = tokenizer(texts, clip.max_words)
+    return {
+        "video": video_to_tensor(media.video, clip.image_size, augment, gen),
+        "audio": audio_to_tensor(media.audio, augment, gen),
+        "text": text,
+        "text_mask": (text != 0).any(-1),
+    }
 
 
 class ClipDataset(Dataset):
@@ -218,30 +280,11 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _window_start(self, row: ClipRow) -> float:
-        duration = row.duration if row.duration is not None else probe_duration(row.video)
-        slack = max(0.0, duration - self.clip.seconds)
-        return _uniform(0.0, slack) if self.augment is not None else slack / 2
-
     def load(self, index: int) -> dict[str, torch.Tensor]:
-        row, clip, aug = self.rows[index], self.clip, self.augment
-        start = self._window_start(row)
-        short = clip.image_size
-        if aug is not None and torch.rand(()).item() < aug.scale_jitter_prob:
-            # zooming out below the crop size is clamped: the crop must fit in the frame
-            short = max(clip.image_size, round(clip.image_size * _uniform(*aug.scale_jitter)))
-        media = read_clip(row.video, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short)
-        captions = select_captions(row.captions, start, start + clip.seconds, clip.num_captions)
-        text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
-        if captions:
-            text[: len(captions)] = self.tokenizer(captions, clip.max_words)
-        return {
-            "video": video_to_tensor(media.video, clip.image_size, aug),
-            "audio": audio_to_tensor(media.audio, aug),
-            "text": text,
-            "text_mask": (text != 0).any(-1),
-            "index": torch.tensor(index),
-        }
+        row = self.rows[index]
+        sample = clip_sample(row.video, row.captions, row.duration, self.clip, self.augment, self.tokenizer)
+        sample["index"] = torch.tensor(index)
+        return sample
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         errors = []

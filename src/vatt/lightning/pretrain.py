@@ -74,6 +74,7 @@ class VATTPretrainModule(L.LightningModule):
         self.compile = compile
         self._val_outputs: list[dict[str, torch.Tensor]] = []
         self._last_step_time: float | None = None
+        self._total_steps: int | None = None
 
     def configure_model(self) -> None:
         if self.compile and not isinstance(self.model.video.transformer, torch._dynamo.eval_frame.OptimizedModule):
@@ -143,6 +144,18 @@ class VATTPretrainModule(L.LightningModule):
             shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "R@10" in k or "MedR" in k)
             log.info("epoch %d step %d: %s", self.current_epoch, self.global_step, shown)
 
+    def lr_at(self, step: int) -> float:
+        """Learning rate at optimizer step ``step`` (DESIGN §3.8)."""
+        s = self.sched_cfg
+        if step < s["warmup_steps"]:
+            return warmup_cosine(step, s["warmup_steps"], s["warmup_steps"] + 1, self.optim_cfg["lr"], s["final_lr"])
+        if s["total_steps"] is None and self._total_steps is None:
+            # Asked for lazily, after warmup: calling estimated_stepping_batches in configure_optimizers
+            # would set up the train dataloader before a checkpoint's loader state is restored.
+            self._total_steps = int(self.trainer.estimated_stepping_batches)
+        total = s["total_steps"] or self._total_steps
+        return warmup_cosine(step, s["warmup_steps"], total, self.optim_cfg["lr"], s["final_lr"])
+
     def _is_fsdp(self) -> bool:
         return self._trainer is not None and "FSDP" in type(self.trainer.strategy).__name__
 
@@ -157,10 +170,5 @@ class VATTPretrainModule(L.LightningModule):
             weight_decay=cfg["weight_decay"],
             fused=all(p.device.type in ("cpu", "cuda") for p in params) and not self._is_fsdp(),
         )
-        s = self.sched_cfg
-        total = s["total_steps"] or int(self.trainer.estimated_stepping_batches)
-        peak = cfg["lr"]
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, s["warmup_steps"], total, peak, s["final_lr"]) / peak
-        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_at(step) / cfg["lr"])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,210 @@
+"""Streaming pretraining data from prepared shards (``data=shards``).
+
+``python -m vatt.data.prepare`` writes litdata shards whose samples are
+``{"id": str, "media": bytes, "meta": json str}`` (meta: captions, labels,
+duration, source). This module streams them, locally or from object storage,
+through the same per-clip pipeline as the manifest data (``clip_sample``):
+window -> decode from memory -> augment -> K captions -> tokens.
+
+- Several sources mix with weights (paper: HowTo100M + AudioSet about 50/50).
+- litdata splits the chunks over ranks and dataloader workers; one source is read
+  exactly once per epoch.
+- ``StreamingDataLoader`` is stateful and Lightning stores its state in the
+  checkpoint, so a resumed run continues mid-epoch with the batches an
+  uninterrupted run would have seen: the random window and augmentation of a
+  sample are drawn from a generator seeded by (seed, epoch, sample index), not
+  from the worker's global RNG.
+- A sample that fails to decode is skipped, logged with its reason and counted
+  in the next good sample's ``skipped`` entry (logged as ``data/skipped``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
+
+from .media import MediaError
+from .pretrain import Augment, Caption, ClipConfig, clip_sample
+from .tokenizer import WordTokenizer
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_IN_A_ROW = 64
+
+
+def parse_meta(meta: str) -> tuple[list[Caption], float | None, dict]:
+    m = json.loads(meta)
+    captions = sorted(
+        (Caption(float(c["start"]), float(c["end"]), str(c["text"])) for c in m.get("captions") or [] if str(c.get("text", "")).strip()),
+        key=lambda c: c.start,
+    )
+    return captions, m.get("duration"), m
+
+
+class ClipShardDataset(StreamingDataset):
+    """A litdata ``StreamingDataset`` of prepared clips, yielding training samples."""
+
+    def __init__(
+        self,
+        input_dir: str,
+        tokenizer: WordTokenizer | None,
+        clip: ClipConfig,
+        augment: Augment | None,
+        shuffle: bool,
+        seed: int = 42,
+        drop_last: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(input_dir=input_dir, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
+        self.tokenizer = tokenizer
+        self.clip = clip
+        self.augment = augment
+        self.sample_seed = seed
+        self._skipped = 0
+
+    def raw(self, index: Any) -> dict[str, Any]:
+        return super().__getitem__(index)
+
+    def __getitem__(self, index: Any) -> dict[str, torch.Tensor] | None:
+        item = self.raw(index)
+        flat = int(getattr(index, "index", index))
+        gen = torch.Generator().manual_seed(hash((self.sample_seed, self.current_epoch, flat)) & 0x7FFF_FFFF_FFFF)
+        try:
+            captions, duration, _ = parse_meta(item["meta"])
+            # litdata hands out a memoryview; read_clip takes bytes
+            sample = clip_sample(bytes(item["media"]), captions, duration, self.clip, self.augment, self.tokenizer, gen)
+        except (MediaError, ValueError, KeyError) as e:
+            log.warning("data: skipping shard sample %s (%s)", item.get("id", flat), e)
+            return None
+        sample["index"] = torch.tensor(flat)
+        return sample
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        bad = 0
+        while True:
+            sample = super().__next__()  # raises StopIteration at the end of the epoch
+            if sample is not None:
+                sample["skipped"] = torch.tensor(bad)
+                return sample
+            bad += 1
+            if bad >= MAX_BAD_IN_A_ROW:
+                raise RuntimeError(
+                    f"data: {bad} shard samples in a row could not be decoded; check the shards in {self.input_dir.path or self.input_dir.url}"
+                )
+
+
+class ShardsDataModule(L.LightningDataModule):
+    """Streams prepared shards; see the module docstring.
+
+    ``sources``: list of ``{"path": dir_or_url, "weight": float}`` for training;
+    ``val_sources`` likewise (weights ignored; all are read in full). ``vocab``: a
+    tokenizer file; without one the vocabulary is built from the training
+    sources' captions once and saved to ``cache_dir/tokenizer.json``.
+    """
+
+    def __init__(
+        self,
+        sources: list[dict] | None,
+        path: str | None = None,
+        val_path: str | None = None,
+        val_sources: list[dict] | None = None,
+        clip: dict | ClipConfig | None = None,
+        augment: dict | Augment | None = None,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        vocab: str | None = None,
+        max_vocab: int = 2**16,
+        cache_dir: str = "data/cache",
+        seed: int = 42,
+        experiment_hint: str = "",
+    ) -> None:
+        super().__init__()
+        del path, val_path  # shortcuts that only feed the config's default sources
+        if not sources or any(not s.get("path") for s in sources):
+            raise ValueError(
+                f"data.sources is not set{experiment_hint}: give prepared shard folders/URLs, e.g. "
+                "data.sources='[{path: data/shards/howto100m, weight: 0.5}, {path: data/shards/audioset, weight: 0.5}]' "
+                "(make them with `python -m vatt.data.prepare ...`)"
+            )
+        self.sources = [dict(s) for s in sources]
+        self.val_sources = [dict(s) for s in (val_sources or []) if s.get("path")]
+        self.clip = clip if isinstance(clip, ClipConfig) else ClipConfig(**(clip or {}))
+        if isinstance(augment, Augment) or augment is None:
+            self.augment = augment or Augment()
+        else:
+            self.augment = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.vocab, self.max_vocab = vocab, max_vocab
+        self.cache_dir = Path(cache_dir)
+        self.seed = seed
+        self.tokenizer: WordTokenizer | None = None
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return Path(self.vocab) if self.vocab else self.cache_dir / "tokenizer.json"
+
+    def prepare_data(self) -> None:
+        if self.tokenizer_path.exists():
+            return
+        if self.vocab:
+            raise FileNotFoundError(f"data.vocab={self.vocab} does not exist")
+        texts = []
+        for src in self.sources:
+            ds = StreamingDataset(src["path"])
+            for i in range(len(ds)):
+                texts.extend(c.text for c in parse_meta(ds[i]["meta"])[0])
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        WordTokenizer.build(texts, self.max_vocab).save(self.tokenizer_path)
+
+    def load_tokenizer(self) -> WordTokenizer:
+        if self.tokenizer is None:
+            self.tokenizer = WordTokenizer.from_file(self.tokenizer_path)
+        return self.tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.load_tokenizer().vocab_size
+
+    def _dataset(self, path: str, train: bool) -> ClipShardDataset:
+        return ClipShardDataset(
+            path, self.load_tokenizer(), self.clip, self.augment if train else None, shuffle=train, seed=self.seed,
+            drop_last=train,
+        )
+
+    def train_dataloader(self) -> StreamingDataLoader:
+        datasets = [self._dataset(s["path"], True) for s in self.sources]
+        if len(datasets) == 1:
+            dataset = datasets[0]
+        else:
+            weights = [float(s.get("weight", 1.0)) for s in self.sources]
+            dataset = CombinedStreamingDataset(datasets, seed=self.seed, weights=weights, iterate_over_all=False)
+        return StreamingDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers,
+            drop_last=True,  # equal batches on every rank for the gathered losses and BN
+        )
+
+    def val_dataloader(self) -> StreamingDataLoader | list:
+        if not self.val_sources:
+            return []
+        datasets = [self._dataset(s["path"], False) for s in self.val_sources]
+        dataset = datasets[0] if len(datasets) == 1 else CombinedStreamingDataset(datasets, iterate_over_all=True)
+        return StreamingDataLoader(
+            dataset, batch_size=self.val_batch_size, num_workers=self.num_workers, persistent_workers=self.persistent_workers
+        )

@@ -1,0 +1,178 @@
+"""Streaming shards: epoch coverage over ranks x workers, bad samples, resume, training on shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from litdata import StreamingDataLoader, optimize
+
+from vatt.data.pretrain import Augment, ClipConfig, load_manifest
+from vatt.data.shards import ClipShardDataset, ShardsDataModule
+from vatt.data.tokenizer import WordTokenizer
+
+TINY = ClipConfig(num_frames=8, fps=10, image_size=64, sample_rate=16000)
+
+
+def _record(row: dict) -> dict:
+    media = b"garbage" * 50 if row.get("corrupt") else Path(row["file"]).read_bytes()
+    meta = {"captions": row["captions"], "labels": row.get("labels", {}), "duration": row.get("duration"), "source": "test"}
+    return {"id": row["id"], "media": media, "meta": json.dumps(meta)}
+
+
+def write_shards(manifest: Path, out: Path, corrupt: tuple[str, ...] = ()) -> list[str]:
+    rows = []
+    for line in manifest.read_text().splitlines():
+        item = json.loads(line)
+        rows.append({**item, "id": item["video"], "file": str(manifest.parent / item["video"]), "corrupt": item["video"] in corrupt})
+    optimize(fn=_record, inputs=rows, output_dir=str(out), chunk_bytes="150KB", num_workers=1, verbose=False)
+    return [r["id"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def shards(demo_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    ids = write_shards(demo_root / "train.jsonl", root / "train")
+    write_shards(demo_root / "val.jsonl", root / "val")
+    return root, ids
+
+
+def _tokenizer(demo_root):
+    rows = load_manifest(demo_root / "train.jsonl").rows
+    return WordTokenizer.build(c.text for r in rows for c in r.captions)
+
+
+def test_shards_yield_documented_batches(shards, demo_root):
+    root, ids = shards
+    ds = ClipShardDataset(str(root / "train"), _tokenizer(demo_root), TINY, Augment(hue=0.0), shuffle=True)
+    assert len(ds) == len(ids) == 16
+    batch = next(iter(StreamingDataLoader(ds, batch_size=4, num_workers=0)))
+    assert batch["video"].shape == (4, 3, 8, 64, 64) and batch["audio"].shape == (4, 12800)
+    assert batch["text"].shape == (4, 5, 16) and batch["text_mask"].dtype == torch.bool
+    assert batch["skipped"].tolist() == [0, 0, 0, 0]
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_sample(shards, demo_root):
+    root, _ = shards
+    tok = _tokenizer(demo_root)
+    a = ClipShardDataset(str(root / "train"), tok, TINY, Augment(hue=0.0), shuffle=False)
+    b = ClipShardDataset(str(root / "train"), tok, TINY, Augment(hue=0.0), shuffle=False)
+    torch.manual_seed(1)
+    x = next(iter(a))
+    torch.manual_seed(2)  # the global RNG does not matter
+    y = next(iter(b))
+    assert torch.equal(x["video"], y["video"]) and torch.equal(x["audio"], y["audio"])
+
+
+def test_bad_samples_are_skipped_and_counted(demo_root, tmp_path):
+    rows = [json.loads(l) for l in (demo_root / "val.jsonl").read_text().splitlines()]
+    bad = (rows[1]["video"], rows[4]["video"])
+    write_shards(demo_root / "val.jsonl", tmp_path / "s", corrupt=bad)
+    ds = ClipShardDataset(str(tmp_path / "s"), _tokenizer(demo_root), TINY, None, shuffle=False)
+    samples = list(ds)
+    assert len(samples) == len(rows) - 2
+    assert sum(int(s["skipped"]) for s in samples) == 2
+    assert sorted(int(s["index"]) for s in samples) == [i for i in range(len(rows)) if i not in (1, 4)]
+
+
+def _rank_worker(rank, world, root, vocab, out):
+    dist.init_process_group("gloo", init_method=f"file://{out}/init", rank=rank, world_size=world)
+    try:
+        tok = WordTokenizer.from_file(vocab)
+        ds = ClipShardDataset(root, tok, TINY, None, shuffle=True, drop_last=False)
+        loader = StreamingDataLoader(ds, batch_size=2, num_workers=2)
+        seen = [[int(i) for batch in loader for i in batch["index"]] for _epoch in range(2)]
+        Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_every_clip_is_read_exactly_once_per_epoch_over_two_ranks_and_two_workers(shards, demo_root, tmp_path):
+    root, ids = shards
+    vocab = tmp_path / "tok.json"
+    _tokenizer(demo_root).save(vocab)
+    mp.spawn(_rank_worker, args=(2, str(root / "train"), str(vocab), str(tmp_path)), nprocs=2, join=True)
+    per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for epoch in range(2):
+        seen = per_rank[0][epoch] + per_rank[1][epoch]
+        assert sorted(seen) == list(range(len(ids)))  # all clips, none twice
+        assert per_rank[0][epoch] and per_rank[1][epoch]  # both ranks got work
+    assert per_rank[0][0] != per_rank[0][1]  # reshuffled between epochs
+
+
+def test_datamodule_needs_sources():
+    with pytest.raises(ValueError, match="data.sources is not set"):
+        ShardsDataModule(sources=None)
+
+
+class BatchRecorder:
+    """Callback: a fingerprint of every training batch, keyed by global step."""
+
+    def __new__(cls):
+        from lightning.pytorch.callbacks import Callback
+
+        class _Rec(Callback):
+            def __init__(self):
+                self.batches: dict[int, tuple] = {}
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self.batches[trainer.global_step] = (
+                    tuple(batch["index"].tolist()),
+                    round(float(batch["video"].double().sum()), 3),
+                    round(float(batch["audio"].double().abs().sum()), 3),
+                )
+
+        return _Rec()
+
+
+def _shards_cfg(tmp_path, root, extra):
+    from test_train import make_cfg
+
+    return make_cfg(
+        tmp_path,
+        ["data=shards", f"data.path={root / 'train'}", f"data.val_path={root / 'val'}", f"data.cache_dir={root}/cache",
+         "data.num_workers=2", "data.batch_size=4", "data.val_batch_size=8", "trainer.max_epochs=10",
+         "trainer.check_val_every_n_epoch=100", "callbacks.model_checkpoint.monitor=null",
+         "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.progress_bar=null", *extra],
+    )
+
+
+def _fit(cfg, recorder):
+    import vatt.train as vt
+
+    original = vt._instantiate_all
+    vt._instantiate_all = lambda group: original(group) + ([recorder] if group is cfg.get("callbacks") else [])
+    try:
+        return vt.train(cfg)
+    finally:
+        vt._instantiate_all = original
+
+
+@pytest.mark.slow
+def test_resumed_run_sees_the_same_batches_as_an_uninterrupted_one(shards, tmp_path):
+    root, _ = shards
+    full = BatchRecorder()
+    _fit(_shards_cfg(tmp_path / "full", root, ["trainer.max_steps=6"]), full)
+    assert sorted(full.batches) == list(range(6))  # 4 steps per epoch: crosses an epoch boundary
+    _fit(_shards_cfg(tmp_path / "stop", root, ["trainer.max_steps=3"]), BatchRecorder())
+    ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
+    resumed = BatchRecorder()
+    _fit(_shards_cfg(tmp_path / "resume", root, ["trainer.max_steps=6", f"ckpt_path={ckpt}"]), resumed)
+    assert sorted(resumed.batches) == [3, 4, 5]
+    for step in (3, 4, 5):
+        assert resumed.batches[step] == full.batches[step]
+
+
+def test_training_on_shards_logs_retrieval(shards, tmp_path):
+    root, _ = shards
+    from vatt.train import train
+
+    cfg = _shards_cfg(tmp_path, root, ["debug=fdr"])
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"])) and "val/v2a_R@10" in metrics
