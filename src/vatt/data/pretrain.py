@@ -145,6 +145,11 @@ class ClipConfig:
     num_captions: int = 5
     max_words: int = 16
 
+    @classmethod
+    def of(cls, value: dict | ClipConfig | None) -> ClipConfig:
+        """From a config mapping (Hydra) or an instance."""
+        return value if isinstance(value, cls) else cls(**(value or {}))
+
     @property
     def seconds(self) -> float:
         return self.num_frames / self.fps
@@ -167,6 +172,13 @@ class Augment:
     saturation: tuple[float, float] = (0.6, 1.4)
     hue: float = 0.2
     audio_noise: float = 0.01  # Gaussian noise std relative to max |x|
+
+    @classmethod
+    def of(cls, value: dict | Augment | None) -> Augment:
+        """From a config mapping (Hydra lists become tuples) or an instance."""
+        if isinstance(value, cls):
+            return value
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (value or {}).items()})
 
 
 def _rand(gen: torch.Generator | None) -> float:
@@ -344,11 +356,7 @@ class PretrainDataModule(L.LightningDataModule):
                 "e.g. `make train experiment=vatt_mbs data.path=/data/howto100m`, or train on the demo data with data=demo"
             )
         self.path = Path(path)
-        self.clip = clip if isinstance(clip, ClipConfig) else ClipConfig(**(clip or {}))
-        if isinstance(augment, Augment) or augment is None:
-            self.augment = augment or Augment()
-        else:
-            self.augment = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+        self.clip, self.augment = ClipConfig.of(clip), Augment.of(augment)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers

@@ -137,11 +137,7 @@ class ShardsDataModule(L.LightningDataModule):
             )
         self.sources = [dict(s) for s in sources]
         self.val_sources = [dict(s) for s in (val_sources or []) if s.get("path")]
-        self.clip = clip if isinstance(clip, ClipConfig) else ClipConfig(**(clip or {}))
-        if isinstance(augment, Augment) or augment is None:
-            self.augment = augment or Augment()
-        else:
-            self.augment = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+        self.clip, self.augment = ClipConfig.of(clip), Augment.of(augment)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
