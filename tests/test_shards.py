@@ -36,9 +36,14 @@ def write_shards(manifest: Path, out: Path, corrupt: tuple[str, ...] = ()) -> li
 
 @pytest.fixture(scope="module")
 def shards(demo_root, tmp_path_factory):
+    """The small demo set packed by the real preparation tool: manifest -> shards."""
+    from vatt.data.prepare import prepare
+
     root = tmp_path_factory.mktemp("shards")
-    ids = write_shards(demo_root / "train.jsonl", root / "train")
-    write_shards(demo_root / "val.jsonl", root / "val")
+    summary = prepare("manifest", str(root / "train"), manifest=demo_root / "train.jsonl", workers=2, progress=False)
+    prepare("manifest", str(root / "val"), manifest=demo_root / "val.jsonl", workers=2, progress=False)
+    assert summary["kept"] == 16
+    ids = [json.loads(line)["video"] for line in (demo_root / "train.jsonl").read_text().splitlines()]
     return root, ids
 
 
