@@ -322,7 +322,29 @@ class ClipDataset(Dataset):
 # --------------------------------------------------------------------------- DataModule
 
 
-class PretrainDataModule(L.LightningDataModule):
+class CaptionDataModule(L.LightningDataModule):
+    """What every pretraining DataModule shares: the caption tokenizer at ``tokenizer_path``.
+
+    ``train.py`` reads ``vocab_size`` after ``prepare_data`` to size the model's word table.
+    """
+
+    tokenizer: WordTokenizer | None = None
+
+    @property
+    def tokenizer_path(self) -> Path:
+        raise NotImplementedError
+
+    def load_tokenizer(self) -> WordTokenizer:
+        if self.tokenizer is None:
+            self.tokenizer = WordTokenizer.from_file(self.tokenizer_path)
+        return self.tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.load_tokenizer().vocab_size
+
+
+class PretrainDataModule(CaptionDataModule):
     """Streams (video, audio, K captions) from a folder with ``train.jsonl`` / ``val.jsonl``.
 
     ``path`` holds the manifests (and ``tokenizer.json``, built from the training
@@ -386,15 +408,6 @@ class PretrainDataModule(L.LightningDataModule):
                 raise FileNotFoundError(f"data.vocab={self.vocab} does not exist")
             rows = load_manifest(self.path / self.train_manifest).rows
             WordTokenizer.build((c.text for r in rows for c in r.captions), self.max_vocab).save(self.tokenizer_path)
-
-    def load_tokenizer(self) -> WordTokenizer:
-        if self.tokenizer is None:
-            self.tokenizer = WordTokenizer.from_file(self.tokenizer_path)
-        return self.tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return self.load_tokenizer().vocab_size
 
     def setup(self, stage: str | None = None) -> None:
         tok = self.load_tokenizer()

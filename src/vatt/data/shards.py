@@ -25,12 +25,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 
 from .media import MediaError
-from .pretrain import Augment, Caption, ClipConfig, clip_sample
+from .pretrain import Augment, Caption, CaptionDataModule, ClipConfig, clip_sample
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ class ClipShardDataset(StreamingDataset):
                 )
 
 
-class ShardsDataModule(L.LightningDataModule):
+class ShardsDataModule(CaptionDataModule):
     """Streams prepared shards; see the module docstring.
 
     ``sources``: list of ``{"path": dir_or_url, "weight": float}`` for training;
@@ -164,15 +163,6 @@ class ShardsDataModule(L.LightningDataModule):
                 texts.extend(c.text for c in parse_meta(ds[i]["meta"])[0])
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         WordTokenizer.build(texts, self.max_vocab).save(self.tokenizer_path)
-
-    def load_tokenizer(self) -> WordTokenizer:
-        if self.tokenizer is None:
-            self.tokenizer = WordTokenizer.from_file(self.tokenizer_path)
-        return self.tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return self.load_tokenizer().vocab_size
 
     def _dataset(self, path: str, train: bool) -> ClipShardDataset:
         return ClipShardDataset(
