@@ -64,8 +64,6 @@ class ClipShardDataset(StreamingDataset):
         self.tokenizer = tokenizer
         self.clip = clip
         self.augment = augment
-        self.sample_seed = seed
-        self._skipped = 0
 
     def raw(self, index: Any) -> dict[str, Any]:
         return super().__getitem__(index)
@@ -73,7 +71,7 @@ class ClipShardDataset(StreamingDataset):
     def __getitem__(self, index: Any) -> dict[str, torch.Tensor] | None:
         item = self.raw(index)
         flat = int(getattr(index, "index", index))
-        gen = torch.Generator().manual_seed(hash((self.sample_seed, self.current_epoch, flat)) & 0x7FFF_FFFF_FFFF)
+        gen = torch.Generator().manual_seed(hash((self.seed, self.current_epoch, flat)) & 0x7FFF_FFFF_FFFF)
         try:
             captions, duration, _ = parse_meta(item["meta"])
             # litdata hands out a memoryview; read_clip takes bytes
