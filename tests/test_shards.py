@@ -143,8 +143,8 @@ def _shards_cfg(tmp_path, root, extra):
         tmp_path,
         ["data=shards", f"data.path={root / 'train'}", f"data.val_path={root / 'val'}", f"data.cache_dir={root}/cache",
          "data.num_workers=2", "data.batch_size=4", "data.val_batch_size=8", "trainer.max_epochs=10",
-         "trainer.check_val_every_n_epoch=100", "callbacks.model_checkpoint.monitor=null",
-         "callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.progress_bar=null", *extra],
+         "trainer.check_val_every_n_epoch=100", "callbacks.last_checkpoint.every_n_train_steps=1",
+         "callbacks.progress_bar=null", *extra],
     )
 
 

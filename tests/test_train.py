@@ -132,25 +132,6 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_sweep_writes_one_folder_per_job_with_config_and_events(tmp_path, demo_root):
-    _run(
-        ["--multirun", "experiment=demo", "model.droptoken=0.0,0.5", "trainer.max_steps=4", "data.batch_size=4",
-         "data.val_batch_size=8", f"paths.log_dir={tmp_path}", *small_data(demo_root)],
-        cwd=tmp_path,
-    )
-    (sweep,) = list((tmp_path / "train" / "multiruns").iterdir())
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert len(jobs) == 2
-    for job, rate in zip(jobs, ("0.0", "0.5")):
-        # job folders are named by their overrides, paths left out
-        assert job.name.startswith(f"{jobs.index(job)}_") and f"model.droptoken={rate}" in job.name
-        assert "paths" not in job.name and "/" not in job.name
-        assert f"droptoken: {rate}" in (job / ".hydra" / "config.yaml").read_text()
-        assert list((job / "tensorboard").glob("events.out.tfevents.*"))
-        assert (job / "checkpoints" / "last.ckpt").is_file()
-
-
-@pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_on_two_cpu_processes_runs(tmp_path, demo_root):
     proc = _run(["trainer=ddp_cpu", "debug=fdr", f"paths.log_dir={tmp_path}", *small_data(demo_root)], cwd=tmp_path)

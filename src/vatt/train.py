@@ -4,19 +4,31 @@ Composes ``configs/train.yaml``, builds the DataModule, the LightningModule
 (sized to the tokenizer's vocabulary), callbacks, loggers and the Trainer, then
 fits. Each run's config, TensorBoard events and checkpoints land in one folder:
 ``logs/train/runs/<timestamp>/`` (multiruns: ``logs/train/multiruns/<timestamp>/<job>/``).
+
+``ckpt_path=<run>/checkpoints/last.ckpt`` resumes: the run continues in its own
+folder with the checkpoint's model, data and seed settings (keys given on the
+command line win; every difference is logged), see ``vatt.runs``. When training
+stops at a step that was not validated (e.g. ``trainer.max_steps``), one final
+validation runs so every run ends with validation metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from vatt.checkpoint import read_checkpoint
+from vatt.lightning.callbacks import RunConfig
+from vatt.runs import restore_config, resume_argv
 
 log = logging.getLogger("vatt.train")
 
@@ -29,8 +41,68 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
+def _hydra() -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _info(msg: str, *args: Any) -> None:
+    if rank_zero_only.rank == 0:
+        log.info(msg, *args)
+
+
+def check_hardware(cfg: DictConfig) -> None:
+    """Fail early, with the fix, when the trainer asks for GPUs this machine does not have."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        hc = _hydra()
+        choice = hc.runtime.choices.get("trainer") if hc is not None else None
+        what = f"trainer={choice}" if choice else f"trainer.accelerator={accelerator}"
+        raise RuntimeError(
+            f"{what} needs CUDA GPUs, and none is available on this machine. On CPU use trainer=cpu "
+            "(one process) or trainer=ddp_cpu (two processes over gloo, to exercise the distributed code); "
+            "FSDP and bf16 GPU kernels need a GPU machine."
+        )
+
+
+def restore_from_checkpoint(cfg: DictConfig) -> None:
+    """``ckpt_path=...``: check that the file loads, then take its model, data and seed settings (in place)."""
+    ckpt = read_checkpoint(cfg.ckpt_path)  # names the file when it is truncated or corrupt
+    saved, step = ckpt.get(RunConfig.KEY), ckpt.get("global_step")
+    del ckpt
+    _info("resuming from %s (global step %s)", cfg.ckpt_path, step)
+    if saved is None:
+        _info("this checkpoint holds no run settings; model and data come from the command line")
+        return
+    hc = _hydra()
+    lines = restore_config(cfg, saved, list(hc.overrides.task) if hc is not None else [])
+    if lines:
+        _info("settings of the resumed run that differ from the command line's defaults or from the checkpoint:")
+        for line in lines:
+            _info("  %s", line)
+    else:
+        _info("the command line and the checkpoint agree on every model, data and seed setting")
+    if hc is not None and hc.output_subdir and rank_zero_only.rank == 0:
+        # what this run really uses, beside Hydra's copy of the command line's composition
+        OmegaConf.save(cfg, Path(hc.runtime.output_dir) / hc.output_subdir / "config.yaml")
+
+
+def _needs_final_validation(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule) -> bool:
+    return (
+        not trainer.interrupted
+        and not trainer.fast_dev_run
+        and trainer.global_step > 0
+        and cfg.trainer.get("limit_val_batches", 1.0) not in (0, 0.0)
+        and getattr(module, "last_validated_step", trainer.global_step) != trainer.global_step
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one run described by ``cfg``; returns the final logged metrics."""
+    check_hardware(cfg)
+    if cfg.get("ckpt_path"):
+        restore_from_checkpoint(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -41,14 +113,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # _convert_="all": plain dicts/lists, so checkpoints hold no OmegaConf objects (weights_only loading works)
     module = hydra.utils.instantiate(cfg.model, vocab_size=datamodule.vocab_size, _convert_="all")
 
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), RunConfig(OmegaConf.to_container(cfg, resolve=False))]
+    max_steps, every = cfg.trainer.get("max_steps", -1), cfg.trainer.get("log_every_n_steps")
+    if max_steps and max_steps > 0 and every and every > max_steps:
+        # a run shorter than the logging interval would leave TensorBoard without training curves
+        cfg.trainer.log_every_n_steps = max_steps
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if _needs_final_validation(cfg, trainer, module):
+        _info("training stopped at step %d, which was not validated: validating the final weights", trainer.global_step)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if rank_zero_only.rank == 0:
         shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("val/", "train/loss"))}
         log.info("final metrics: %s", shown)
@@ -64,4 +144,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *resume_argv(sys.argv[1:])]  # a resumed run continues in its own folder
     main()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,8 @@ class ClipDataset(Dataset):
         errors = []
         for attempt in range(MAX_BAD_IN_A_ROW):
             i = (index + attempt) % len(self.rows)
-            if i in self.bad:
+            if i in self.bad:  # known bad (this worker saw it fail before): skipped again, and counted again
+                errors.append(f"{self.rows[i].video}: failed before")
                 continue
             try:
                 sample = self.load(i)
@@ -311,7 +313,7 @@ class ClipDataset(Dataset):
                 errors.append(str(e))
                 log.warning("data: skipping %s (%s)", self.rows[i].video, e)
                 continue
-            sample["skipped"] = torch.tensor(len(errors))
+            sample["skipped"] = torch.tensor(len(errors))  # every skip in this epoch is counted
             return sample
         raise RuntimeError(
             f"data: {MAX_BAD_IN_A_ROW} clips in a row could not be read, e.g. {errors[:2]}; "
@@ -320,6 +322,14 @@ class ClipDataset(Dataset):
 
 
 # --------------------------------------------------------------------------- DataModule
+
+
+def default_num_workers(requested: int | None, cap: int = 4) -> int:
+    """``requested``, or (None) ``cap`` loader workers but never more than the CPU cores this process may use."""
+    if requested is not None:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cap, cores))
 
 
 class CaptionDataModule(L.LightningDataModule):
@@ -359,7 +369,7 @@ class PretrainDataModule(CaptionDataModule):
         augment: dict | Augment | None = None,
         batch_size: int = 32,
         val_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
         train_manifest: str = "train.jsonl",
@@ -381,9 +391,9 @@ class PretrainDataModule(CaptionDataModule):
         self.clip, self.augment = ClipConfig.of(clip), Augment.of(augment)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.train_manifest, self.val_manifest = train_manifest, val_manifest
         self.vocab, self.max_vocab = vocab, max_vocab
         self.demo, self.demo_options = demo, dict(demo_options or {})

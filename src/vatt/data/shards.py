@@ -29,7 +29,7 @@ import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 
 from .media import MediaError
-from .pretrain import Augment, Caption, CaptionDataModule, ClipConfig, clip_sample
+from .pretrain import Augment, Caption, CaptionDataModule, ClipConfig, clip_sample, default_num_workers
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class ShardsDataModule(CaptionDataModule):
         augment: dict | Augment | None = None,
         batch_size: int = 32,
         val_batch_size: int | None = None,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
         vocab: str | None = None,
@@ -137,9 +137,9 @@ class ShardsDataModule(CaptionDataModule):
         self.clip, self.augment = ClipConfig.of(clip), Augment.of(augment)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.vocab, self.max_vocab = vocab, max_vocab
         self.cache_dir = Path(cache_dir)
         self.seed = seed

@@ -75,6 +75,8 @@ class VATTPretrainModule(L.LightningModule):
         self._val_outputs: list[dict[str, torch.Tensor]] = []
         self._last_step_time: float | None = None
         self._total_steps: int | None = None
+        self._skipped_total: torch.Tensor | int = 0  # samples the loaders skipped since the run began (this rank)
+        self.last_validated_step: int | None = None
 
     def configure_model(self) -> None:
         if self.compile and not isinstance(self.model.video.transformer, torch._dynamo.eval_frame.OptimizedModule):
@@ -96,8 +98,7 @@ class VATTPretrainModule(L.LightningModule):
         bs = batch["video"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
-        if "skipped" in batch:
-            self.log("data/skipped", batch["skipped"].sum().float(), reduce_fx="sum", batch_size=bs)
+        self.log_skipped(batch, "data/skipped", bs)
         now = time.perf_counter()
         if self._last_step_time is not None:
             # global samples per second over the last step (data loading included)
@@ -106,14 +107,46 @@ class VATTPretrainModule(L.LightningModule):
         self._last_step_time = now
         return losses["loss"]
 
+    def log_skipped(self, batch: dict[str, torch.Tensor], name: str, bs: int) -> None:
+        """Samples the loader skipped (bad files) for this batch, summed over the epoch and all ranks.
+
+        Logged once per epoch (``on_epoch``), so no skip is lost between logging
+        steps; training also logs the running total since the run began as
+        ``data/skipped_total`` (at logging steps and at every epoch's end; kept in
+        checkpoints).
+        """
+        if "skipped" not in batch:
+            return
+        n = batch["skipped"].sum()
+        self.log(name, n.float(), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=bs)
+        if self.training:
+            self._skipped_total = n + self._skipped_total
+            self.log("data/skipped_total", self._skipped_total.float(), reduce_fx="sum", sync_dist=True, batch_size=bs)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # every rank saves together, so the sum over ranks is a safe collective here
+        total = torch.as_tensor(self._skipped_total, device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        checkpoint["data_skipped_total"] = int(total)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the saved total is over all ranks: rank 0 carries it on, so the logged sum over ranks continues
+        self._skipped_total = int(checkpoint.get("data_skipped_total", 0)) if self.global_rank == 0 else 0
+
     def on_train_epoch_start(self) -> None:
         self._last_step_time = None
+
+    def on_train_epoch_end(self) -> None:
+        total = torch.as_tensor(self._skipped_total, device=self.device).float()
+        self.log("data/skipped_total", total, on_epoch=True, reduce_fx="sum", sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self(batch)
         bs = batch["video"].shape[0]
         if bs > 1:
             self.log("val/loss", self.losses(out)["loss"], batch_size=bs, sync_dist=True)
+        self.log_skipped(batch, "data/val_skipped", bs)
         self._val_outputs.append(
             {
                 "video_va": out["video_va"].float(),
@@ -140,6 +173,8 @@ class VATTPretrainModule(L.LightningModule):
             t2v = retrieval_metrics(gathered["text_vt"][has_text], gathered["video_vt"][has_text])
             metrics.update({f"val/t2v_{k}": v for k, v in t2v.items()})
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+        if not self.trainer.sanity_checking:
+            self.last_validated_step = self.global_step
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "R@10" in k or "MedR" in k)
             log.info("epoch %d step %d: %s", self.current_epoch, self.global_step, shown)

@@ -1,0 +1,94 @@
+"""Callbacks of the training runs: the always-current ``last.ckpt`` and the run's config in every checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``<dirpath>/last.ckpt`` equal to the latest training state.
+
+    A ``Checkpoint`` callback, so Lightning runs it after the others; list it after
+    the best-checkpoint ``ModelCheckpoint`` so that ``last.ckpt`` holds that
+    callback's updated state (which file is best).
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` rewrites ``last.ckpt`` only when
+    it also saves a monitored checkpoint, i.e. when the metric improves, so resuming
+    from it could silently rewind. This callback writes it after every validation,
+    at the end of every training epoch, every ``every_n_train_steps`` optimizer
+    steps (when set) and at the end of fitting, whenever the step has moved since
+    the last write. The file is written beside the target and renamed over it, so
+    a run killed mid-write leaves the previous ``last.ckpt`` intact.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt", every_n_train_steps: int | None = None) -> None:
+        super().__init__()
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps={every_n_train_steps}: give a positive number of steps or null")
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.filename
+
+    def save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if self._saved_step == trainer.global_step:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every rank takes part; the strategy writes from rank 0
+        if trainer.is_global_zero:
+            if tmp.is_dir():  # sharded checkpoints are folders
+                shutil.rmtree(self.path, ignore_errors=True)
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last_checkpoint")
+        self._saved_step = trainer.global_step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a resumed run has its restored step on disk already
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A validation at the end of an epoch is followed by on_train_epoch_end, where ModelCheckpoint
+        # records the best file: save there, so last.ckpt holds that record too.
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+
+class RunConfig(Callback):
+    """Stores the run's composed (unresolved) config in every checkpoint under ``"vatt_config"``.
+
+    ``ckpt_path=...`` reads it back so a resumed run keeps its model, data and seed
+    (see ``vatt.runs.restore_config``). Plain containers only, so the checkpoint
+    loads with ``weights_only=True``.
+    """
+
+    KEY = "vatt_config"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = self.config

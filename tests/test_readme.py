@@ -1,0 +1,363 @@
+"""The README's commands, run as a user types them, in a copy of the repository.
+
+Every command line in the README's ``bash`` blocks (and every ``python`` block) is
+taken from the README itself, so the two cannot drift: a command this file does not
+know how to check fails the suite. Each runs in a temporary copy of the repository
+(its tracked files plus the installed ``.venv``), from the copy's root, with only
+step limits appended (``trainer.max_steps=N``). Placeholders stand for what only the
+user has: ``<run>`` is the newest run folder, ``/path/to/...`` a small dataset in the
+official layout generated here. Commands that need GPUs check the message a user
+without one gets.
+
+The three acceptance commands of the documented workflow (a 4-rate DropToken sweep,
+``last.ckpt`` at the final step, a resume that keeps the run's settings) run here too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_av
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+GPU = torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------- the README's commands
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+
+
+def readme_commands() -> list[str]:
+    """Command lines of the ``bash`` blocks: continuations joined, comments dropped."""
+    commands = []
+    for block in _blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(re.sub(r"\s+", " ", line))
+    return commands
+
+
+def test_the_readme_has_the_documented_workflow():
+    commands = readme_commands()
+    assert "make train" in commands and "make test" in commands
+    assert any(c.startswith("make sweep") for c in commands)
+    assert any("ckpt_path=" in c for c in commands)
+    assert not [c for c in commands if c.startswith("python ")], "use .venv/bin/python: a fresh shell has no 'vatt'"
+
+
+# --------------------------------------------------------------------------- a user's copy
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "VATT_ROOT")}
+    return {**env, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def user_copy(tmp_path_factory) -> Path:
+    """The repository as a user has it after ``git clone`` and the first ``make``: tracked files + ``.venv``."""
+    root = tmp_path_factory.mktemp("user") / "vatt"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    stamp = REPO / ".venv" / ".installed"
+    assert stamp.is_file(), "run `make install` (or `make test`) first: the copy shares the installed .venv"
+    (root / ".venv").symlink_to(REPO / ".venv")
+    # the install is the one the suite runs in: make must not redo it for the copy's files
+    for name in ("Makefile", "pyproject.toml"):
+        t = stamp.stat().st_mtime - 1
+        os.utime(root / name, (t, t))
+    return root
+
+
+def run(cmd: str, cwd: Path, expect_ok: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if expect_ok:
+        assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def runs(root: Path) -> set[Path]:
+    return set((root / "logs" / "train" / "runs").glob("*"))
+
+
+def multiruns(root: Path) -> set[Path]:
+    return set((root / "logs" / "train" / "multiruns").glob("*"))
+
+
+def step_of(ckpt: Path) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def ckpt_config(ckpt: Path) -> dict:
+    return torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["vatt_config"]
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def check_run_folder(run_dir: Path, steps: int | None) -> None:
+    """A run's folder holds its config, log, events with curves and, unless a smoke run, last.ckpt at ``steps``."""
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
+    if steps is None:
+        return
+    tags = scalar_tags(run_dir)
+    assert {"train/loss", "val/v2a_R@10"} <= tags, tags
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == steps
+    assert "final metrics" in (run_dir / "train.log").read_text()
+
+
+def overrides_of(cmd: str) -> dict[str, str]:
+    return dict(a.split("=", 1) for a in cmd.split()[2:] if "=" in a and not a.startswith("-"))
+
+
+def config_value(cfg: dict, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+# --------------------------------------------------------------------------- the user's own data
+
+
+def _clip(path: Path, seconds: float, seed: int, video: bool = True) -> Path:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, (round(seconds * 10), 48, 64, 3), dtype=np.uint8) if video else None
+    wave = (0.3 * np.sin(2 * np.pi * (300 + 50 * seed) * np.arange(round(seconds * 16000)) / 16000)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_av(path, frames, 10, wave, 16000, acodec="aac" if video else "pcm_s16le")
+
+
+def users_datasets(root: Path, base: Path) -> None:
+    """What the README's placeholders stand for: ``data/mine`` and ``/path/to/{howto100m,audioset}``."""
+    mine = root / "data" / "mine"
+    rows = [
+        {"video": f"clips/c{i}.mp4", "captions": [{"start": 0.0, "end": 1.5, "text": f"stir the pot {i}"}]}
+        for i in range(3)
+    ]
+    for i in range(3):
+        _clip(mine / "clips" / f"c{i}.mp4", 2.0, i)
+    (mine / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    h = base / "howto100m"
+    for i in range(2):
+        _clip(h / "videos" / f"vid{i}.mp4", 3.0, i)
+    (h / "caption.json").write_text(json.dumps(
+        {f"vid{i}": {"start": [0.0, 1.5], "end": [1.5, 3.0], "text": ["chop the onion", "fry it"]} for i in range(2)}
+    ))
+    a = base / "audioset"
+    _clip(a / "clips" / "AAAAAAAAAAA_30.000.mp4", 2.0, 1)
+    _clip(a / "clips" / "BBBBBBBBBBB_10.000.wav", 2.0, 2, video=False)
+    (a / "unbalanced_train_segments.csv").write_text(
+        "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=2\n# YTID, start_seconds, end_seconds, labels\n"
+        'AAAAAAAAAAA, 30.000, 40.000, "/m/09x0r"\nBBBBBBBBBBB, 10.000, 20.000, "/m/04rlf"\n'
+    )
+
+
+# --------------------------------------------------------------------------- one check per kind of command
+
+STEPS = 2
+
+
+def check_needs_gpu(cmd: str, root: Path) -> None:
+    if GPU:
+        pytest.skip("needs the user's own dataset at paper size")
+    proc = run(cmd, root, expect_ok=False)
+    assert proc.returncode != 0
+    assert "needs CUDA GPUs" in proc.stderr and "trainer=ddp_cpu" in proc.stderr, proc.stderr[-2000:]
+
+
+def check_train(cmd: str, root: Path) -> None:
+    before = runs(root)
+    smoke = "debug=fdr" in cmd
+    proc = run(cmd if smoke else f"{cmd} trainer.max_steps={STEPS}", root)
+    (new,) = runs(root) - before
+    check_run_folder(new, None if smoke else STEPS)
+    config = (new / ".hydra" / "config.yaml").read_text()
+    for key, value in overrides_of(cmd).items():
+        if "." in key:
+            assert f"{key.rsplit('.', 1)[1]}: {value}" in config, (key, value)
+    assert "final metrics" in proc.stdout + proc.stderr
+
+
+def check_resume(cmd: str, root: Path) -> None:
+    done = sorted((r for r in runs(root) if (r / "checkpoints" / "last.ckpt").is_file()), key=lambda r: r.name)
+    assert done, "the README shows a resume before any run that writes a checkpoint"
+    run_dir = done[-1]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    step, saved = step_of(ckpt), ckpt_config(ckpt)
+    before = runs(root)
+    run(f"{cmd.replace('<run>', run_dir.name)} trainer.max_steps={step + STEPS}", root)
+    assert runs(root) == before, "a resumed run continues in its own folder"
+    assert step_of(ckpt) == step + STEPS
+    resumed = ckpt_config(ckpt)
+    assert resumed["model"] == saved["model"] and resumed["data"] == saved["data"]
+    log = (run_dir / "train.log").read_text()
+    assert f"resuming from logs/train/runs/{run_dir.name}/checkpoints/last.ckpt (global step {step})" in log
+    assert len(list((run_dir / ".hydra").glob("resume_*/config.yaml"))) >= 1
+
+
+def check_sweep(cmd: str, root: Path) -> None:
+    swept = {k: v.split(",") for k, v in overrides_of(cmd).items() if "," in v}
+    before = multiruns(root)
+    run(f"{cmd} trainer.max_steps=4", root)
+    (sweep,) = multiruns(root) - before
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
+    combos = list(product(*swept.values()))
+    assert len(jobs) == len(combos)
+    for job, combo in zip(jobs, combos):
+        check_run_folder(job, 4)
+        cfg = ckpt_config(job / "checkpoints" / "last.ckpt")
+        for key, value in zip(swept, combo):
+            assert f"{key}={value}" in job.name
+            assert str(config_value(cfg, key)) == value
+
+
+def check_shards(cmd: str, root: Path) -> None:
+    run(cmd, root)
+    for split, n in (("train", 1024), ("val", 256)):
+        summary = json.loads((root / "data" / "shards" / "demo" / split / "summary.json").read_text())
+        assert summary["kept"] == n, summary
+
+
+def check_prepare(cmd: str, root: Path) -> None:
+    base = root.parent / "path_to"
+    if not (root / "data" / "mine").is_dir():
+        users_datasets(root, base)
+    run(cmd.replace("/path/to/", f"{base}/"), root)
+    out = root / cmd.split("--out ")[1].split()[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kept"] >= 2 and (out / "index.json").is_file(), summary
+
+
+def check_tensorboard(cmd: str, root: Path) -> None:
+    proc = subprocess.Popen(cmd, shell=True, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen("http://localhost:6006", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                assert time.time() < deadline, "TensorBoard did not answer on http://localhost:6006"
+                time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def check_this_suite(cmd: str, root: Path) -> None:
+    pytest.skip("`make test` is this suite")
+
+
+def kind(cmd: str):
+    """The check for a README command; None for a command this file does not know (a failure)."""
+    if cmd == "make test":
+        return check_this_suite
+    if cmd == "make tensorboard":
+        return check_tensorboard
+    if cmd == "make shards":
+        return check_shards
+    if cmd.startswith(".venv/bin/python -m vatt.data.prepare "):
+        return check_prepare
+    if cmd.startswith(("make train", "make sweep")) and re.search(r"trainer=(ddp|fsdp|gpu)\b", cmd):
+        return check_needs_gpu
+    if cmd.startswith("make sweep "):
+        return check_sweep
+    if cmd.startswith("make train") and "ckpt_path=" in cmd:
+        return check_resume
+    if cmd.startswith("make train"):
+        return check_train
+    return None
+
+
+@pytest.mark.parametrize("cmd", readme_commands())
+def test_readme_command_works_as_written(cmd, user_copy):
+    check = kind(cmd)
+    assert check is not None, f"the README shows `{cmd}`, which no test runs: add its check to tests/test_readme.py"
+    check(cmd, user_copy)
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_readme_python_example_runs(index, user_copy):
+    script = user_copy / f"readme_example_{index}.py"
+    script.write_text(_blocks("python")[index])
+    run(f".venv/bin/python {script.name}", user_copy)
+
+
+# --------------------------------------------------------------------------- the documented workflow's acceptance
+
+
+def test_last_checkpoint_holds_the_final_step(user_copy):
+    before = runs(user_copy)
+    run("make train debug=limit trainer.max_epochs=3", user_copy)
+    (new,) = runs(user_copy) - before
+    assert step_of(new / "checkpoints" / "last.ckpt") == 12
+    best = [p for p in (new / "checkpoints").glob("epoch*.ckpt")]
+    assert len(best) == 1  # the best checkpoint by val/t2v_R@10 beside it
+
+
+def test_resume_keeps_the_runs_settings_and_folder(user_copy):
+    before = runs(user_copy)
+    run("make train debug=limit model.droptoken=0.25 trainer.max_epochs=1", user_copy)
+    (first,) = runs(user_copy) - before
+    ckpt = first / "checkpoints" / "last.ckpt"
+    assert step_of(ckpt) == 4
+    proc = run(f"make train debug=limit trainer.max_epochs=2 ckpt_path={ckpt.relative_to(user_copy)}", user_copy)
+    assert runs(user_copy) - before == {first}
+    assert step_of(ckpt) == 8 and ckpt_config(ckpt)["model"]["droptoken"] == 0.25
+    out = proc.stdout + proc.stderr
+    assert "model.droptoken: 0.25 from the checkpoint (the command line alone gives 0.5)" in out
+    # a key on the command line wins, and the log says so
+    proc = run(f"make train debug=limit trainer.max_epochs=3 model.droptoken=0.5 ckpt_path={ckpt.relative_to(user_copy)}",
+               user_copy)
+    assert "model.droptoken: 0.5 from the command line (the checkpoint had 0.25)" in proc.stdout + proc.stderr
+    assert step_of(ckpt) == 12 and ckpt_config(ckpt)["model"]["droptoken"] == 0.5
+
+
+def test_a_truncated_checkpoint_is_named_with_the_fix(user_copy):
+    done = sorted(r for r in runs(user_copy) if (r / "checkpoints" / "last.ckpt").is_file())
+    ckpt = done[-1] / "checkpoints" / "last.ckpt"
+    bad = ckpt.with_name("cut.ckpt")
+    data = ckpt.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    proc = run(f"make train ckpt_path={bad.relative_to(user_copy)}", user_copy, expect_ok=False)
+    assert proc.returncode != 0
+    assert f"checkpoint {bad.relative_to(user_copy)} is truncated or corrupt" in proc.stderr
+    assert "last.ckpt" in proc.stderr  # the other checkpoints of that run are named
+    bad.unlink()
