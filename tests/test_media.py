@@ -29,11 +29,19 @@ def test_flash_and_click_line_up_within_one_frame(tmp_path, start):
 
 
 def test_window_past_the_end_is_padded(tmp_path):
-    path = flash_and_click(tmp_path / "a.mp4", duration=2.0)
+    # 2 s at 25 fps: frame i is grey level 40 + 4 i (never black), with a tone to the end
+    frames = np.stack([np.full((48, 64, 3), 40 + 4 * i, np.uint8) for i in range(50)])
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(32_000) / 16_000)).astype(np.float32)
+    path = write_av(tmp_path / "a.mp4", frames, 25, tone, 16_000)
     clip = read_clip(path, 1.6, num_frames=8, fps=10, sample_rate=16000, num_samples=12800)
     assert clip.padded
-    assert np.array_equal(clip.video[-1], clip.video[3])  # last frame (t = 1.96 s) repeated
-    assert np.abs(clip.audio[-3200:]).max() == 0.0  # audio zero-filled past the end
+    levels = clip.video.reshape(8, -1).mean(axis=1)
+    # targets 1.6, 1.7, 1.8, 1.9 s are frames 40, 42, 45, 47; past the end (2.0 s on) the last frame, 49, repeats
+    expected = [40 + 4 * i for i in (40, 42, 45, 47, 49, 49, 49, 49)]
+    assert np.abs(levels - expected).max() < 2.5
+    assert np.array_equal(clip.video[-1], clip.video[4]) and levels[-1] > 200
+    assert np.abs(clip.audio[1000:6000]).max() > 0.4  # the tone up to the end
+    assert np.abs(clip.audio[-5800:]).max() == 0.0  # zero-filled past the end (2.0 s = sample 6400)
 
 
 def test_file_without_audio_gives_zeros(tmp_path):

@@ -1,6 +1,7 @@
 """VATT models: presets, forward contract, MA weight sharing, word vectors, errors."""
 
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,12 +41,40 @@ def test_every_preset_runs_forward_and_backward_on_cpu(name):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("name", ["bbs", "mbs", "lbs", "ma_medium"])
-def test_parameter_counts_are_within_six_percent_of_the_paper(name):
+# Exact trainable parameter counts without the 2^16 x 300 word table (the README states them).
+PARAMS = {"tiny": 2_211_308, "bbs": 193_874_220, "mbs": 260_902_700, "lbs": 412_057_388, "ma_medium": 162_990_336}
+
+
+@pytest.mark.parametrize("name", ["tiny", "bbs", "mbs", "lbs", "ma_medium"])
+def test_parameter_counts_are_pinned_and_within_six_percent_of_the_paper(name):
     with torch.device("meta"):
         model = create_model(name)
-    params = count_parameters(model, exclude_word_table=True) / 1e6
-    assert abs(params - PAPER_PARAMS_M[name]) / PAPER_PARAMS_M[name] < 0.06
+    params = count_parameters(model, exclude_word_table=True)
+    assert params == PARAMS[name]
+    assert count_parameters(model) == params + 2**16 * 300
+    if name in PAPER_PARAMS_M:
+        assert abs(params / 1e6 - PAPER_PARAMS_M[name]) / PAPER_PARAMS_M[name] < 0.06
+
+
+def test_readme_states_the_pinned_parameter_counts():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in ("bbs", "mbs", "lbs", "ma_medium"):
+        assert f"| {name} | {PARAMS[name]:,} |" in readme
+
+
+def test_video_vt_is_the_fac_composition_of_video_va():
+    torch.manual_seed(0)
+    model = create_model("tiny").eval()
+    video = torch.rand(3, 3, 8, 64, 64) * 2 - 1
+    out = model(video=video)
+    heads = model.heads
+    va = heads.video_to_va(out["video"])
+    assert torch.allclose(out["video_va"], va)
+    # fine-to-coarse: the video-text embedding is computed from the video-audio one (FAC), not from the feature
+    assert torch.allclose(out["video_vt"], heads.va_to_vt(out["video_va"]))
+    relu, linear, bn = heads.va_to_vt
+    by_hand = (torch.relu(va) @ linear.weight.T - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    assert torch.allclose(out["video_vt"], by_hand, atol=1e-6)
 
 
 def test_compositions_use_the_paper_sizes():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import flash_and_click
+from conftest import flash_and_click, write_av
 from vatt.data.pretrain import (
     Augment,
     Caption,
@@ -90,15 +90,56 @@ def test_samples_have_documented_shapes_and_dtypes(demo_root):
     assert s["skipped"].item() == 0
 
 
-def test_validation_samples_are_deterministic_and_centred(demo_root):
-    ds = _dataset(demo_root)
-    a, b = ds[1], ds[1]
-    assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
-    row = ds.rows[1]
-    if row.captions:
-        centre = select_captions(row.captions, 1.6, 2.4, 5)[0]  # 4 s clip, 0.8 s window in the middle
-        assert a["text"][0].tolist() == ds.tokenizer([centre], 16)[0].tolist()
+def ramp_clip(path, seconds: float = 4.0, fps: int = 20):
+    """Frame i is grey level 10 + 3 i: the decoded brightness says which source frame (time) a sample shows."""
+    frames = np.stack([np.full((48, 64, 3), 10 + 3 * i, np.uint8) for i in range(int(seconds * fps))])
+    return write_av(path, frames, fps, np.zeros(int(seconds * 16000), np.float32) + 0.1, 16000)
 
+
+def source_frames(video: torch.Tensor) -> list[int]:
+    """``[3, T, H, W]`` in [-1, 1] of a ramp clip -> the source frame index of each of the T frames."""
+    level = (video.mean(dim=(0, 2, 3)) + 1) / 2 * 255
+    return [round((float(v) - 10) / 3) for v in level]
+
+
+WORDS = ["alpha", "bravo", "charlie", "delta"]
+
+
+def _ramp_dataset(tmp_path, augment):
+    ramp_clip(tmp_path / "r.mp4")
+    caps = [{"start": 0.0, "end": 1.0, "text": "alpha"}, {"start": 1.0, "end": 2.0, "text": "bravo"},
+            {"start": 1.9, "end": 3.0, "text": "charlie"}, {"start": 3.0, "end": 4.0, "text": "delta"}]
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": "r.mp4", "captions": caps}))
+    return ClipDataset(load_manifest(tmp_path / "m.jsonl").rows, WordTokenizer.from_words(WORDS), TINY, augment)
+
+
+def test_validation_window_is_centred_and_deterministic(tmp_path):
+    ds = _ramp_dataset(tmp_path, None)
+    a, b = ds[0], ds[0]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+    # 4 s clip, 0.8 s window: starts at (4 - 0.8) / 2 = 1.6 s; frames every 0.1 s are source frames 32, 34, ... at 20 fps
+    assert source_frames(a["video"]) == [32, 34, 36, 38, 40, 42, 44, 46]
+    # window [1.6, 2.4): charlie overlaps most (0.5 s), then by distance from the middle (2.0 s): bravo (ended
+    # at 2.0), alpha and delta (both 1.0 s away: the earlier first)
+    ids = {w: i + 2 for i, w in enumerate(WORDS)}  # after [PAD]=0 and [UNK]=1
+    assert a["text"][:, 0].tolist() == [ids["charlie"], ids["bravo"], ids["alpha"], ids["delta"], 0]
+    assert a["text_mask"].tolist() == [True, True, True, True, False]
+
+
+def test_training_windows_lie_in_the_clip_and_follow_the_seeded_generator(tmp_path):
+    ds = _ramp_dataset(tmp_path, Augment(color_prob=0.0, hue=0.0))
+    slack = 4.0 - TINY.seconds
+    starts = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        sample = ds[0]
+        torch.manual_seed(seed)
+        start = float(torch.rand(())) * slack  # the first draw places the window
+        assert 0.0 <= start <= slack
+        expected = [int(np.floor((start + i / TINY.fps) * 20 + 1e-6)) for i in range(TINY.num_frames)]
+        assert source_frames(sample["video"]) == expected
+        starts.append(start)
+    assert len({round(s, 3) for s in starts}) == 6  # the windows move
 
 def test_clips_without_captions_have_an_all_false_text_mask(demo_root):
     ds = _dataset(demo_root)
@@ -169,3 +210,38 @@ def test_hue_rotation_keeps_greys_and_moves_red_towards_green_and_blue():
     # same direction as HSV hue (torchvision's adjust_hue): +1/3 turn makes red green, -1/3 blue
     assert int(rotate_hue(red, 1 / 3)[0, :, 0, 0].argmax()) == 1
     assert int(rotate_hue(red, -1 / 3)[0, :, 0, 0].argmax()) == 2
+
+
+def test_demo_data_is_generated_through_the_datamodule_when_missing(tmp_path):
+    root = tmp_path / "demo"
+    dm = PretrainDataModule(str(root), clip=TINY, batch_size=2, demo=True, demo_options={"num_train": 4, "num_val": 2})
+    dm.prepare_data()
+    assert len((root / "train.jsonl").read_text().splitlines()) == 4
+    assert len((root / "val.jsonl").read_text().splitlines()) == 2
+    assert (root / "tokenizer.json").is_file() and dm.vocab_size > 10
+    stamp = (root / "train.jsonl").stat().st_mtime_ns
+    PretrainDataModule(str(root), clip=TINY, demo=True, demo_options={"num_train": 4, "num_val": 2}).prepare_data()
+    assert (root / "train.jsonl").stat().st_mtime_ns == stamp  # present: not generated again
+
+
+def test_loader_workers_give_the_same_validation_batches_as_the_main_process(demo_root):
+    batches = {}
+    for workers in (0, 2):
+        dm = PretrainDataModule(str(demo_root), clip=TINY, batch_size=4, val_batch_size=4, num_workers=workers)
+        dm.prepare_data()
+        dm.setup("fit")
+        assert dm.num_workers == workers
+        batches[workers] = list(dm.val_dataloader())
+    assert len(batches[2]) == len(batches[0]) == 2
+    for a, b in zip(batches[0], batches[2]):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["video"], b["video"])
+        assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["text"], b["text"])
+
+
+def test_default_loader_workers_never_exceed_the_cores():
+    import os
+
+    from vatt.data.pretrain import default_num_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_num_workers(None) == min(4, cores) and default_num_workers(3) == 3

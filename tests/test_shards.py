@@ -65,13 +65,21 @@ def test_shards_yield_documented_batches(shards, demo_root):
 def test_augmentation_is_a_function_of_seed_epoch_and_sample(shards, demo_root):
     root, _ = shards
     tok = _tokenizer(demo_root)
-    a = ClipShardDataset(str(root / "train"), tok, TINY, Augment(hue=0.0), shuffle=False)
-    b = ClipShardDataset(str(root / "train"), tok, TINY, Augment(hue=0.0), shuffle=False)
-    torch.manual_seed(1)
-    x = next(iter(a))
-    torch.manual_seed(2)  # the global RNG does not matter
-    y = next(iter(b))
-    assert torch.equal(x["video"], y["video"]) and torch.equal(x["audio"], y["audio"])
+
+    def sample(seed: int, epoch: int, index: int = 0, global_seed: int = 0) -> dict:
+        ds = ClipShardDataset(str(root / "train"), tok, TINY, Augment(hue=0.0), shuffle=False, seed=seed)
+        ds.set_epoch(epoch)
+        torch.manual_seed(global_seed)  # the process's global RNG plays no part
+        return ds[index]
+
+    def same(a: dict, b: dict) -> bool:
+        return torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+
+    ref = sample(seed=42, epoch=1)
+    assert same(ref, sample(seed=42, epoch=1, global_seed=123))  # all three equal: identical
+    assert not same(ref, sample(seed=42, epoch=2))  # another epoch: another window/augmentation
+    assert not same(ref, sample(seed=43, epoch=1))  # another seed
+    assert not torch.equal(ref["audio"], sample(seed=42, epoch=1, index=1)["audio"])  # another sample
 
 
 def test_bad_samples_are_skipped_and_counted(demo_root, tmp_path):
@@ -126,14 +134,36 @@ class BatchRecorder:
             def __init__(self):
                 self.batches: dict[int, tuple] = {}
 
+                self.losses: dict[int, float] = {}
+                self.lrs: dict[int, float] = {}
+
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 self.batches[trainer.global_step] = (
                     tuple(batch["index"].tolist()),
                     round(float(batch["video"].double().sum()), 3),
                     round(float(batch["audio"].double().abs().sum()), 3),
                 )
+                self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.losses[trainer.global_step - 1] = float(outputs["loss"])
 
         return _Rec()
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Two checkpoints hold the same step, weights, Adam moments and schedule."""
+    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    assert ca["global_step"] == cb["global_step"]
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    for k in ca["state_dict"]:
+        assert torch.allclose(ca["state_dict"][k], cb["state_dict"][k], rtol=0, atol=1e-6), k
+    (oa,), (ob,) = ca["optimizer_states"], cb["optimizer_states"]
+    assert oa["state"].keys() == ob["state"].keys() and oa["param_groups"] == ob["param_groups"]
+    for i in oa["state"]:
+        for moment in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.allclose(oa["state"][i][moment], ob["state"][i][moment], rtol=0, atol=1e-6), (i, moment)
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]
 
 
 def _shards_cfg(tmp_path, root, extra):
@@ -141,10 +171,8 @@ def _shards_cfg(tmp_path, root, extra):
 
     return make_cfg(
         tmp_path,
-        ["data=shards", f"data.path={root / 'train'}", f"data.val_path={root / 'val'}", f"data.cache_dir={root}/cache",
-         "data.num_workers=2", "data.batch_size=4", "data.val_batch_size=8", "trainer.max_epochs=10",
-         "trainer.check_val_every_n_epoch=100", "callbacks.last_checkpoint.every_n_train_steps=1",
-         "callbacks.progress_bar=null", *extra],
+        ["data=shards", f"data.path={root / 'train'}", f"data.val_path={root / 'val'}", "data.batch_size=4",
+         "data.val_batch_size=8", "trainer.max_epochs=10", *extra],
     )
 
 
@@ -160,18 +188,24 @@ def _fit(cfg, recorder):
 
 
 @pytest.mark.slow
-def test_resumed_run_sees_the_same_batches_as_an_uninterrupted_one(shards, tmp_path):
+def test_a_run_stopped_mid_epoch_and_resumed_equals_the_uninterrupted_run(shards, tmp_path):
+    """Default callbacks, validation on, dropout and DropToken on: batches, losses, lr and final state all agree."""
     root, _ = shards
     full = BatchRecorder()
     _fit(_shards_cfg(tmp_path / "full", root, ["trainer.max_steps=6"]), full)
-    assert sorted(full.batches) == list(range(6))  # 4 steps per epoch: crosses an epoch boundary
+    assert sorted(full.batches) == list(range(6))  # 4 steps per epoch: crosses an epoch boundary (and its validation)
     _fit(_shards_cfg(tmp_path / "stop", root, ["trainer.max_steps=3"]), BatchRecorder())
     ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 3
     resumed = BatchRecorder()
     _fit(_shards_cfg(tmp_path / "resume", root, ["trainer.max_steps=6", f"ckpt_path={ckpt}"]), resumed)
     assert sorted(resumed.batches) == [3, 4, 5]
     for step in (3, 4, 5):
         assert resumed.batches[step] == full.batches[step]
+        assert resumed.losses[step] == pytest.approx(full.losses[step], rel=1e-6)
+        assert resumed.lrs[step] == full.lrs[step]
+    assert_same_training_state(tmp_path / "full" / "run" / "checkpoints" / "last.ckpt",
+                               tmp_path / "resume" / "run" / "checkpoints" / "last.ckpt")
 
 
 def test_training_on_shards_logs_retrieval(shards, tmp_path):
@@ -181,3 +215,17 @@ def test_training_on_shards_logs_retrieval(shards, tmp_path):
     cfg = _shards_cfg(tmp_path, root, ["debug=fdr"])
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"])) and "val/v2a_R@10" in metrics
+
+
+def test_data_benchmark_reports_both_rates_on_tiny_clips(shards, capsys):
+    from vatt.data.bench import main, run
+
+    root, _ = shards
+    r = run(str(root / "val"), 3, TINY)
+    assert r["clips"] == 3
+    assert r["pipeline_clips_per_s"] > 0 and r["baseline_clips_per_s"] > 0
+    assert r["speedup"] == pytest.approx(r["pipeline_clips_per_s"] / r["baseline_clips_per_s"])
+    main(["--shards", str(root / "val"), "--num-clips", "2", "--num-frames", "8", "--image-size", "64",
+          "--sample-rate", "16000"])
+    out = capsys.readouterr().out
+    assert out.startswith("2 clips, 8 frames @ 10 fps, 64^2, 16000 Hz") and "ratio:" in out

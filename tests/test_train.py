@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +36,8 @@ def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
 
 
 def small_data(demo_root: Path) -> list[str]:
-    # demo=false: use the fixture's small copy as it is (demo=true would regenerate the full-size set)
-    return [f"data.path={demo_root}", "data.demo=false", "data.num_workers=0", "data.persistent_workers=false"]
+    """The fixture's small demo copy, read as a user's manifest folder."""
+    return ["data=manifest", f"data.path={demo_root}"]
 
 
 def test_experiment_list_is_complete():
@@ -43,7 +46,7 @@ def test_experiment_list_is_complete():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_fast_dev_runs(tmp_path, demo_root, experiment):
-    extra = [] if experiment == "demo" else ["data=demo", *SMALL_INPUT]
+    extra = [] if experiment == "demo" else SMALL_INPUT
     cfg = make_cfg(tmp_path, [f"experiment={experiment}", "debug=fdr", *extra, *small_data(demo_root)])
     assert cfg.model.name == {"demo": "tiny"}.get(experiment, experiment.removeprefix("vatt_"))
     metrics = train(cfg)
@@ -106,17 +109,25 @@ def test_short_training_lowers_the_loss(tmp_path, demo_root):
     assert last < 0.8 * first
 
 
-def test_resume_from_last_checkpoint_continues_at_the_saved_step(tmp_path, demo_root):
-    base = [*small_data(demo_root), "data.batch_size=4", "trainer.max_epochs=10", "trainer.check_val_every_n_epoch=100"]
-    first = make_cfg(tmp_path / "a", [*base, "trainer.max_steps=4"])
-    train(first)
-    ckpt = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file()
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 4
-    second = make_cfg(tmp_path / "b", [*base, "trainer.max_steps=6", f"ckpt_path={ckpt}"])
-    rec = StepRecorder()
-    _fit_with(second, rec)
-    assert rec.first_step == 4 and len(rec.losses) == 2
+def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_path, demo_root):
+    """Default callbacks, validation every epoch, loader workers, dropout and DropToken on."""
+    from test_shards import BatchRecorder, assert_same_training_state
+
+    base = [*small_data(demo_root), "data.batch_size=4"]
+    full = BatchRecorder()
+    _fit_with(make_cfg(tmp_path / "full", [*base, "trainer.max_epochs=2"]), full)
+    _fit_with(make_cfg(tmp_path / "stop", [*base, "trainer.max_epochs=1"]), BatchRecorder())
+    ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 4
+    resumed = BatchRecorder()
+    _fit_with(make_cfg(tmp_path / "resume", [*base, "trainer.max_epochs=2", f"ckpt_path={ckpt}"]), resumed)
+    assert sorted(resumed.batches) == [4, 5, 6, 7]
+    for step in (4, 5, 6, 7):
+        assert resumed.batches[step] == full.batches[step]  # same clips, windows and augmentation
+        assert resumed.losses[step] == pytest.approx(full.losses[step], rel=1e-6)
+        assert resumed.lrs[step] == full.lrs[step]
+    assert_same_training_state(tmp_path / "full" / "run" / "checkpoints" / "last.ckpt",
+                               tmp_path / "resume" / "run" / "checkpoints" / "last.ckpt")
 
 
 def test_bf16_mixed_precision_runs_on_cpu(tmp_path, demo_root):
@@ -125,18 +136,112 @@ def test_bf16_mixed_precision_runs_on_cpu(tmp_path, demo_root):
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "vatt.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    """``python -m vatt.train ARGS`` started in ``cwd``, as a user runs it from their project folder."""
+    env = {k: v for k, v in os.environ.items() if k != "VATT_ROOT"}
+    proc = subprocess.run([sys.executable, "-m", "vatt.train", *args], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def _only_run(cwd: Path) -> Path:
+    (run,) = (cwd / "logs" / "train" / "runs").iterdir()
+    return run
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_on_two_cpu_processes_runs(tmp_path, demo_root):
-    proc = _run(["trainer=ddp_cpu", "debug=fdr", f"paths.log_dir={tmp_path}", *small_data(demo_root)], cwd=tmp_path)
+    proc = _run(["trainer=ddp_cpu", "debug=fdr", *small_data(demo_root)], cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert "distributed_backend=gloo" in out and "All distributed processes registered. Starting with 2 processes" in out
+
+
+@pytest.mark.slow
+def test_a_runs_folder_holds_its_config_log_events_and_checkpoints(tmp_path, demo_root):
+    _run([*small_data(demo_root), "debug=limit"], cwd=tmp_path)  # 2 epochs of 4 steps
+    run = _only_run(tmp_path)
+    assert run.parent == tmp_path / "logs" / "train" / "runs"
+    config = (run / ".hydra" / "config.yaml").read_text()
+    assert f"path: {demo_root}" in config and "limit_train_batches: 4" in config
+    log = (run / "train.log").read_text()
+    per_epoch = [line for line in log.splitlines() if "val/v2a_R@10=" in line]
+    assert len(per_epoch) == 2 and "epoch 0 step 4:" in per_epoch[0] and "epoch 1 step 8:" in per_epoch[1]
+    assert "the best checkpoint follows val/t2v_R@10 (max)" in log
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert len(ckpts) == 2 and ckpts[-1] == "last.ckpt"
+    assert re.fullmatch(r"epoch00[01]-step00000[48]\.ckpt", ckpts[0]), ckpts
+
+
+@pytest.mark.slow
+def test_a_validation_set_without_captions_trains_and_picks_the_best_by_video_audio(tmp_path, demo_root):
+    data = tmp_path / "audioset_like"
+    shutil.copytree(demo_root, data)
+    rows = [json.loads(line) for line in (data / "val.jsonl").read_text().splitlines()]
+    (data / "val.jsonl").write_text("".join(json.dumps({**r, "captions": []}) + "\n" for r in rows))
+    proc = _run(["data=manifest", f"data.path={data}", "debug=limit", "trainer.max_epochs=1"], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "no validation clip has a caption, so val/t2v_R@10 cannot be computed: the best checkpoint follows val/v2a_R@10" in out
+    run = _only_run(tmp_path)
+    assert (run / "checkpoints" / "epoch000-step000004.ckpt").is_file()
+    assert "val/v2a_R@10=" in (run / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_shard_datasets_get_their_own_vocabularies_in_the_default_cache(tmp_path, demo_root):
+    from vatt.data.prepare import prepare
+    from vatt.data.tokenizer import WordTokenizer
+
+    words, runs = {}, {}
+    # dataset b names every shape "zebra": one word fewer than a, and none of a's shape words
+    for name, swap in (("a", {}), ("b", {"circle": "zebra", "square": "zebra", "triangle": "zebra"})):
+        rows = [json.loads(line) for line in (demo_root / "train.jsonl").read_text().splitlines()]
+        for r in rows:
+            r["video"] = str(demo_root / r["video"])
+            for c in r["captions"]:
+                for old, new in swap.items():
+                    c["text"] = c["text"].replace(old, new)
+        manifest = tmp_path / f"{name}.jsonl"
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        prepare("manifest", str(tmp_path / "shards" / name), manifest=manifest, workers=2, progress=False)
+        own = WordTokenizer.build(c["text"] for r in rows for c in r["captions"])
+        out = _run(["data=shards", f"data.path=shards/{name}", "debug=limit", "trainer.max_epochs=1"], cwd=tmp_path)
+        run = max((tmp_path / "logs" / "train" / "runs").iterdir())
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        runs[name] = (ckpt["hyper_parameters"]["vocab_size"], own, out.stdout + out.stderr)
+    for name, (table_size, own, _) in runs.items():
+        assert table_size == own.vocab_size, name  # the model's word table fits this dataset's words
+    for name, (_, own, out) in runs.items():
+        (used,) = re.findall(r"caption vocabulary: \d+ words \((.*tokenizer.json)\)", out)
+        assert Path(used).is_relative_to(tmp_path / "data" / "cache" / "shards")
+        words[name] = set(json.loads(Path(used).read_text())["model"]["vocab"])
+        assert words[name] == set(own.tokenizer.get_vocab())
+    assert "zebra" in words["b"] and "zebra" not in words["a"]
+    assert "circle" in words["a"] and "circle" not in words["b"]
+
+
+def test_a_cached_vocabulary_from_other_sources_is_an_error_naming_both(tmp_path, demo_root):
+    from vatt.data.shards import ShardsDataModule
+
+    dm = ShardsDataModule(sources=[{"path": str(tmp_path / "a")}], cache_dir=str(tmp_path / "cache"))
+    path = dm.tokenizer_path
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    (path.parent / "sources.json").write_text(json.dumps({"sources": [{"path": "/elsewhere", "fingerprint": None}]}))
+    with pytest.raises(ValueError, match=r"built from .*/elsewhere.*not from this run's sources .*/a"):
+        dm.prepare_data()
+
+
+def test_resuming_with_another_vocabulary_names_both(tmp_path):
+    from vatt.train import check_vocabulary
+
+    class DM:
+        vocab_size, tokenizer_path = 120, "data/cache/shards/vocab-b/tokenizer.json"
+
+    check_vocabulary({"path": "/x/tokenizer.json", "size": 120}, DM())
+    with pytest.raises(ValueError, match=r"vocabulary of 99 words \(/x/tokenizer.json\).*has 120 .*vocab-b.*data.vocab=/x"):
+        check_vocabulary({"path": "/x/tokenizer.json", "size": 99}, DM())
 
 
 def test_make_train_forwards_every_override():
@@ -151,8 +256,14 @@ def test_make_train_forwards_every_override():
 
 @pytest.mark.slow
 def test_compiled_model_trains_one_step(tmp_path, demo_root):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     cfg = make_cfg(tmp_path, ["debug=fdr", "model.compile=true", *small_data(demo_root)])
     assert torch.isfinite(torch.tensor(train(cfg)["train/loss"]))
+    # the Transformer stacks really went through the compiler (graphs were captured and compiled)
+    assert counters["stats"]["unique_graphs"] > 0
+    assert counters["frames"]["ok"] > 0
 
 
 def test_fsdp_config_wraps_transformer_blocks(tmp_path):

@@ -47,29 +47,35 @@ def forward_gflops(name: str, droptoken: float, batch: int = 1, **overrides) -> 
     return out
 
 
-def parameters_m(name: str) -> float:
+def parameters(name: str) -> int:
+    """Trainable parameters without the word table (the paper's counts leave it out too)."""
     with torch.device("meta"):
         model = create_model(name)
-    return count_parameters(model, trainable_only=True, exclude_word_table=True) / 1e6
+    return count_parameters(model, trainable_only=True, exclude_word_table=True)
+
+
+def parameters_m(name: str) -> float:
+    return parameters(name) / 1e6
 
 
 def report(names: list[str]) -> str:
     lines = [
-        "| model | params (M) | paper (M) | GFLOPs @0% | @25% | @50% | @75% | ratio 25/50/75 vs 0 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | params | params (M) | paper (M) | GFLOPs @0% | @25% | @50% | @75% | ratio 25/50/75 vs 0 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         flops = {r: forward_gflops(name, r)["total"] for r in RATES}
         ratios = "/".join(f"{flops[r] / flops[0.0]:.2f}" for r in RATES[1:])
         paper = PAPER_PARAMS_M.get(name, "-")
+        n = parameters(name)
         lines.append(
-            f"| {name} | {parameters_m(name):.1f} | {paper} | "
+            f"| {name} | {n:,} | {n / 1e6:.1f} | {paper} | "
             + " | ".join(f"{flops[r]:.1f}" for r in RATES)
             + f" | {ratios} |"
         )
     p = PAPER_MBS_GFLOPS
     lines.append(
-        f"| paper VATT-MBS | | 264 | {p[0.0]} | {p[0.25]} | {p[0.5]} | {p[0.75]} | "
+        f"| paper VATT-MBS | | | 264 | {p[0.0]} | {p[0.25]} | {p[0.5]} | {p[0.75]} | "
         + "/".join(f"{p[r] / p[0.0]:.2f}" for r in RATES[1:])
         + " |"
     )

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from vatt.checkpoint import read_checkpoint
-from vatt.lightning.callbacks import RunConfig
+from vatt.lightning.callbacks import RandomState, RunConfig
 from vatt.runs import restore_config, resume_argv
 
 log = logging.getLogger("vatt.train")
@@ -66,15 +66,18 @@ def check_hardware(cfg: DictConfig) -> None:
         )
 
 
-def restore_from_checkpoint(cfg: DictConfig) -> None:
-    """``ckpt_path=...``: check that the file loads, then take its model, data and seed settings (in place)."""
+def restore_from_checkpoint(cfg: DictConfig) -> dict[str, Any] | None:
+    """``ckpt_path=...``: check that the file loads, then take its model, data and seed settings (in place).
+
+    Returns the checkpoint's vocabulary record (file and size), if it has one.
+    """
     ckpt = read_checkpoint(cfg.ckpt_path)  # names the file when it is truncated or corrupt
-    saved, step = ckpt.get(RunConfig.KEY), ckpt.get("global_step")
+    saved, step, vocab = ckpt.get(RunConfig.KEY), ckpt.get("global_step"), ckpt.get(RunConfig.VOCAB_KEY)
     del ckpt
     _info("resuming from %s (global step %s)", cfg.ckpt_path, step)
     if saved is None:
         _info("this checkpoint holds no run settings; model and data come from the command line")
-        return
+        return vocab
     hc = _hydra()
     lines = restore_config(cfg, saved, list(hc.overrides.task) if hc is not None else [])
     if lines:
@@ -86,6 +89,37 @@ def restore_from_checkpoint(cfg: DictConfig) -> None:
     if hc is not None and hc.output_subdir and rank_zero_only.rank == 0:
         # what this run really uses, beside Hydra's copy of the command line's composition
         OmegaConf.save(cfg, Path(hc.runtime.output_dir) / hc.output_subdir / "config.yaml")
+    return vocab
+
+
+def check_vocabulary(saved: dict[str, Any] | None, datamodule: Any) -> None:
+    """A resumed run must read captions with the words its model's word table was trained on."""
+    if saved is not None and saved["size"] != datamodule.vocab_size:
+        raise ValueError(
+            f"the checkpoint was trained with a caption vocabulary of {saved['size']} words ({saved['path']}), "
+            f"but this run's has {datamodule.vocab_size} ({datamodule.tokenizer_path}); resume with the checkpoint's "
+            f"vocabulary: data.vocab={saved['path']}"
+        )
+
+
+def choose_monitor(cfg: DictConfig, datamodule: Any) -> None:
+    """Say which metric picks the best checkpoint; fall back to video->audio when no validation clip has a caption.
+
+    Text->video retrieval needs captions: with an AudioSet-like validation set it is
+    never logged, and a checkpoint callback waiting for it would stop the run.
+    """
+    best = cfg.get("callbacks", {}).get("model_checkpoint") if cfg.get("callbacks") else None
+    if not best or not best.get("monitor"):
+        return
+    monitor = best.monitor
+    if monitor.startswith("val/t2v_") and datamodule.val_has_captions() is False:
+        fallback = monitor.replace("val/t2v_", "val/v2a_")
+        _info("no validation clip has a caption, so %s cannot be computed: the best checkpoint follows %s", monitor, fallback)
+        best.monitor = fallback
+        if cfg.get("optimized_metric") == monitor:
+            cfg.optimized_metric = fallback
+    else:
+        _info("the best checkpoint follows %s (%s)", best.monitor, best.get("mode", "min"))
 
 
 def _needs_final_validation(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule) -> bool:
@@ -101,8 +135,7 @@ def _needs_final_validation(cfg: DictConfig, trainer: L.Trainer, module: L.Light
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one run described by ``cfg``; returns the final logged metrics."""
     check_hardware(cfg)
-    if cfg.get("ckpt_path"):
-        restore_from_checkpoint(cfg)
+    saved_vocab = restore_from_checkpoint(cfg) if cfg.get("ckpt_path") else None
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -110,10 +143,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     if rank_zero_only.rank == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         datamodule.prepare_data()  # demo generation / tokenizer, before the model needs the vocabulary size
+    _info("caption vocabulary: %d words (%s)", datamodule.vocab_size, datamodule.tokenizer_path)
+    check_vocabulary(saved_vocab, datamodule)
     # _convert_="all": plain dicts/lists, so checkpoints hold no OmegaConf objects (weights_only loading works)
     module = hydra.utils.instantiate(cfg.model, vocab_size=datamodule.vocab_size, _convert_="all")
+    choose_monitor(cfg, datamodule)
 
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), RunConfig(OmegaConf.to_container(cfg, resolve=False))]
+    vocab = {"path": str(Path(datamodule.tokenizer_path).resolve()), "size": datamodule.vocab_size}
+    callbacks = [
+        *_instantiate_all(cfg.get("callbacks")),
+        RunConfig(OmegaConf.to_container(cfg, resolve=False), vocab),
+        RandomState(),
+    ]
     max_steps, every = cfg.trainer.get("max_steps", -1), cfg.trainer.get("log_every_n_steps")
     if max_steps and max_steps > 0 and every and every > max_steps:
         # a run shorter than the logging interval would leave TensorBoard without training curves

@@ -353,6 +353,10 @@ class CaptionDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return self.load_tokenizer().vocab_size
 
+    def val_has_captions(self) -> bool | None:
+        """Whether any validation clip has a caption (None: unknown). Decides the best-checkpoint metric."""
+        return None
+
 
 class PretrainDataModule(CaptionDataModule):
     """Streams (video, audio, K captions) from a folder with ``train.jsonl`` / ``val.jsonl``.
@@ -371,7 +375,7 @@ class PretrainDataModule(CaptionDataModule):
         val_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool = True,
-        persistent_workers: bool = True,
+        persistent_workers: bool = False,
         train_manifest: str = "train.jsonl",
         val_manifest: str = "val.jsonl",
         vocab: str | None = None,
@@ -418,6 +422,9 @@ class PretrainDataModule(CaptionDataModule):
                 raise FileNotFoundError(f"data.vocab={self.vocab} does not exist")
             rows = load_manifest(self.path / self.train_manifest).rows
             WordTokenizer.build((c.text for r in rows for c in r.captions), self.max_vocab).save(self.tokenizer_path)
+
+    def val_has_captions(self) -> bool:
+        return any(r.captions for r in load_manifest(self.path / self.val_manifest).rows)
 
     def setup(self, stage: str | None = None) -> None:
         tok = self.load_tokenizer()

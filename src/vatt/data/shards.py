@@ -20,6 +20,7 @@ window -> decode from memory -> augment -> K captions -> tokens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -35,6 +36,18 @@ from .tokenizer import WordTokenizer
 log = logging.getLogger(__name__)
 
 MAX_BAD_IN_A_ROW = 64
+
+
+def _canonical(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def _read_summary(path: str) -> dict | None:
+    """The ``summary.json`` that ``prepare`` writes beside a local shard folder (None for URLs or when absent)."""
+    if "://" in path:
+        return None
+    f = Path(path) / "summary.json"
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def parse_meta(meta: str) -> tuple[list[Caption], float | None, dict]:
@@ -58,12 +71,14 @@ class ClipShardDataset(StreamingDataset):
         shuffle: bool,
         seed: int = 42,
         drop_last: bool | None = None,
+        source_id: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(input_dir=input_dir, shuffle=shuffle, seed=seed, drop_last=drop_last, **kwargs)
         self.tokenizer = tokenizer
         self.clip = clip
         self.augment = augment
+        self.source_id = source_id  # sample ids are source_id * 2**32 + index: unique over mixed sources
 
     def raw(self, index: Any) -> dict[str, Any]:
         return super().__getitem__(index)
@@ -79,7 +94,7 @@ class ClipShardDataset(StreamingDataset):
         except (MediaError, ValueError, KeyError) as e:
             log.warning("data: skipping shard sample %s (%s)", item.get("id", flat), e)
             return None
-        sample["index"] = torch.tensor(flat)
+        sample["index"] = torch.tensor(flat + (self.source_id << 32))
         return sample
 
     def __next__(self) -> dict[str, torch.Tensor]:
@@ -145,31 +160,65 @@ class ShardsDataModule(CaptionDataModule):
         self.seed = seed
         self.tokenizer: WordTokenizer | None = None
 
+    def _vocab_key(self) -> dict[str, Any]:
+        """What the built vocabulary depends on: the training sources (with their preparation fingerprints)."""
+        sources = []
+        for src in self.sources:
+            summary = _read_summary(src["path"])
+            sources.append({"path": _canonical(src["path"]), "fingerprint": (summary or {}).get("fingerprint")})
+        return {"sources": sources, "max_vocab": self.max_vocab}
+
     @property
     def tokenizer_path(self) -> Path:
-        return Path(self.vocab) if self.vocab else self.cache_dir / "tokenizer.json"
+        """``data.vocab``, else a vocabulary built once per set of training sources under ``cache_dir``.
+
+        The cache folder is keyed by the sources, so two datasets never share a
+        vocabulary; ``sources.json`` beside it records what it was built from.
+        """
+        if self.vocab:
+            return Path(self.vocab)
+        key = json.dumps(self._vocab_key(), sort_keys=True)
+        return self.cache_dir / f"vocab-{hashlib.sha1(key.encode()).hexdigest()[:16]}" / "tokenizer.json"
 
     def prepare_data(self) -> None:
-        if self.tokenizer_path.exists():
-            return
+        path = self.tokenizer_path
         if self.vocab:
-            raise FileNotFoundError(f"data.vocab={self.vocab} does not exist")
+            if not path.exists():
+                raise FileNotFoundError(f"data.vocab={self.vocab} does not exist")
+            return
+        record = path.parent / "sources.json"
+        if path.exists():
+            built_from = json.loads(record.read_text()) if record.exists() else None
+            if built_from != self._vocab_key():
+                raise ValueError(
+                    f"the cached vocabulary {path} was built from {built_from}, not from this run's sources "
+                    f"{self._vocab_key()}; delete {path.parent} to rebuild it, or give one with data.vocab=FILE"
+                )
+            return
         texts = []
         for src in self.sources:
             ds = StreamingDataset(src["path"])
             for i in range(len(ds)):
                 texts.extend(c.text for c in parse_meta(ds[i]["meta"])[0])
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        WordTokenizer.build(texts, self.max_vocab).save(self.tokenizer_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        WordTokenizer.build(texts, self.max_vocab).save(path)
+        record.write_text(json.dumps(self._vocab_key(), indent=1, sort_keys=True))
 
-    def _dataset(self, path: str, train: bool) -> ClipShardDataset:
+    def val_has_captions(self) -> bool | None:
+        """Whether any validation clip has a caption, from the shards' ``summary.json`` (None: unknown)."""
+        counts = [(_read_summary(s["path"]) or {}).get("kept_with_captions") for s in self.val_sources]
+        if not counts or any(c is None for c in counts):
+            return None
+        return sum(counts) > 0
+
+    def _dataset(self, path: str, train: bool, source_id: int = 0) -> ClipShardDataset:
         return ClipShardDataset(
             path, self.load_tokenizer(), self.clip, self.augment if train else None, shuffle=train, seed=self.seed,
-            drop_last=train,
+            drop_last=train, source_id=source_id,
         )
 
     def train_dataloader(self) -> StreamingDataLoader:
-        datasets = [self._dataset(s["path"], True) for s in self.sources]
+        datasets = [self._dataset(s["path"], True, i) for i, s in enumerate(self.sources)]
         if len(datasets) == 1:
             dataset = datasets[0]
         else:
@@ -187,7 +236,7 @@ class ShardsDataModule(CaptionDataModule):
     def val_dataloader(self) -> StreamingDataLoader | list:
         if not self.val_sources:
             return []
-        datasets = [self._dataset(s["path"], False) for s in self.val_sources]
+        datasets = [self._dataset(s["path"], False, i) for i, s in enumerate(self.val_sources)]
         dataset = datasets[0] if len(datasets) == 1 else CombinedStreamingDataset(datasets, iterate_over_all=True)
         return StreamingDataLoader(
             dataset, batch_size=self.val_batch_size, num_workers=self.num_workers, persistent_workers=self.persistent_workers

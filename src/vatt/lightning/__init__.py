@@ -1,7 +1,7 @@
 """Lightning glue around the VATT library (the library never imports this)."""
 
-from .callbacks import LastCheckpoint, RunConfig
+from .callbacks import LastCheckpoint, RandomState, RunConfig
 from .pretrain import VATTPretrainModule, warmup_cosine
 from .strategies import fsdp_strategy
 
-__all__ = ["VATTPretrainModule", "warmup_cosine", "fsdp_strategy", "LastCheckpoint", "RunConfig"]
+__all__ = ["VATTPretrainModule", "warmup_cosine", "fsdp_strategy", "LastCheckpoint", "RandomState", "RunConfig"]

@@ -1,13 +1,16 @@
-"""Callbacks of the training runs: the always-current ``last.ckpt`` and the run's config in every checkpoint."""
+"""Callbacks of the training runs: the always-current ``last.ckpt``; the run's config and random state in checkpoints."""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -80,15 +83,70 @@ class RunConfig(Callback):
     """Stores the run's composed (unresolved) config in every checkpoint under ``"vatt_config"``.
 
     ``ckpt_path=...`` reads it back so a resumed run keeps its model, data and seed
-    (see ``vatt.runs.restore_config``). Plain containers only, so the checkpoint
-    loads with ``weights_only=True``.
+    (see ``vatt.runs.restore_config``); ``vocab`` (the caption vocabulary's file and
+    size) lets it check that the resumed run reads captions with the same words.
+    Plain containers only, so the checkpoint loads with ``weights_only=True``.
     """
 
     KEY = "vatt_config"
+    VOCAB_KEY = "vatt_vocab"
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], vocab: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
+        self.vocab = vocab
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[self.KEY] = self.config
+        if self.vocab is not None:
+            checkpoint[self.VOCAB_KEY] = self.vocab
+
+
+class RandomState(Callback):
+    """Saves the random generators (torch CPU/CUDA, NumPy, Python) in checkpoints and restores them on resume.
+
+    Dropout, DropToken and the data order draw from them, so without this a resumed
+    run would continue with other random numbers than the uninterrupted run. The
+    state is put back at the point where the uninterrupted run would be: before the
+    next epoch's data iterator is made (it draws the shuffling and worker seeds) for
+    a checkpoint written at an epoch's end, else before the next batch.
+    """
+
+    KEY = "vatt_rng"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        np_state = np.random.get_state()
+        checkpoint[self.KEY] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": random.getstate(),
+            "at_epoch_end": bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch),
+        }
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get(self.KEY)
+
+    def _restore(self) -> None:
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning creates the first epoch's data iterator right after this hook (later epochs': after
+        # on_train_epoch_start), so an epoch-end state goes back here, before the loaders draw from it
+        if self._pending is not None and self._pending["at_epoch_end"]:
+            self._restore()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._pending is not None:
+            self._restore()

@@ -9,12 +9,39 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics.aggregation import CatMetric
 
 from vatt.losses import mil_nce_loss, nce_loss
 from vatt.metrics import retrieval_metrics
 from vatt.models import create_model
 
 log = logging.getLogger(__name__)
+
+
+VAL_KEYS = ("index", "video_va", "audio_va", "video_vt", "text_vt", "has_text")
+
+
+def validation_retrieval(outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Retrieval metrics of a validation set from its gathered per-clip outputs.
+
+    ``outputs``: ``index`` [N] (the clip's id in the dataset), ``video_va``/``audio_va``
+    [N, 512], ``video_vt``/``text_vt`` [N, 256] (caption 0: the window's own caption),
+    ``has_text`` [N]. A clip seen twice (a distributed sampler pads the last ranks with
+    repeats) counts once. Video -> audio over all clips in the va space; text -> video
+    over the clips with a caption in the vt space (``val/t2v_*`` only when there is one).
+    """
+    index = outputs["index"].long()
+    order = torch.argsort(index, stable=True)
+    keep = torch.ones_like(order, dtype=torch.bool)
+    keep[1:] = index[order][1:] != index[order][:-1]
+    first = order[keep]
+    o = {k: v[first] for k, v in outputs.items()}
+    metrics = {f"val/v2a_{k}": v for k, v in retrieval_metrics(o["video_va"], o["audio_va"]).items()}
+    has_text = o["has_text"].bool()
+    if has_text.any():
+        t2v = retrieval_metrics(o["text_vt"][has_text], o["video_vt"][has_text])
+        metrics.update({f"val/t2v_{k}": v for k, v in t2v.items()})
+    return metrics
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, lr: float, final_lr: float) -> float:
@@ -72,7 +99,11 @@ class VATTPretrainModule(L.LightningModule):
         self.optim_cfg = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.0, **dict(optimizer or {})}
         self.sched_cfg = {"warmup_steps": 5000, "total_steps": 500_000, "final_lr": 5e-5, **dict(scheduler or {})}
         self.compile = compile
-        self._val_outputs: list[dict[str, torch.Tensor]] = []
+        # validation embeddings of every clip, gathered over ranks at the end of validation
+        self.val_outputs = torch.nn.ModuleDict(
+            {k: CatMetric(nan_strategy="disable").set_dtype(torch.float64 if k == "index" else torch.float32)
+             for k in VAL_KEYS}
+        )
         self._last_step_time: float | None = None
         self._total_steps: int | None = None
         self._skipped_total: torch.Tensor | int = 0  # samples the loaders skipped since the run began (this rank)
@@ -147,31 +178,30 @@ class VATTPretrainModule(L.LightningModule):
         if bs > 1:
             self.log("val/loss", self.losses(out)["loss"], batch_size=bs, sync_dist=True)
         self.log_skipped(batch, "data/val_skipped", bs)
-        self._val_outputs.append(
-            {
-                "video_va": out["video_va"].float(),
-                "audio_va": out["audio_va"].float(),
-                "video_vt": out["video_vt"].float(),
-                "text_vt": out["text_vt"][:, 0].float(),  # caption 0 is the one of the window itself
-                "has_text": out["text_mask"][:, 0],
-            }
-        )
+        step = {
+            "index": batch["index"],
+            "video_va": out["video_va"],
+            "audio_va": out["audio_va"],
+            "video_vt": out["video_vt"],
+            "text_vt": out["text_vt"][:, 0],  # caption 0 is the one of the window itself
+            "has_text": out["text_mask"][:, 0],
+        }
+        for key, value in step.items():
+            self.val_outputs[key].update(value.detach())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_outputs:
+        if not self.val_outputs["index"].update_called:
             return
-        local = {k: torch.cat([o[k] for o in self._val_outputs]) for k in self._val_outputs[0]}
-        self._val_outputs.clear()
-        gathered = self.all_gather(local)  # world, N, ... (or N, ... on one process)
-        if self.trainer.world_size > 1:
-            gathered = {k: v.flatten(0, 1) for k, v in gathered.items()}
-        has_text = gathered["has_text"].bool()
-        metrics = {}
-        for k, v in retrieval_metrics(gathered["video_va"], gathered["audio_va"]).items():
-            metrics[f"val/v2a_{k}"] = v
-        if has_text.any():
-            t2v = retrieval_metrics(gathered["text_vt"][has_text], gathered["video_vt"][has_text])
-            metrics.update({f"val/t2v_{k}": v for k, v in t2v.items()})
+        # torchmetrics gathers from every rank (also uneven numbers of clips) on compute
+        gathered = {key: metric.compute() for key, metric in self.val_outputs.items()}
+        for metric in self.val_outputs.values():
+            metric.reset()
+        metrics = validation_retrieval(gathered)
+        if "val/t2v_R@10" not in metrics:
+            # no captioned clip in this validation (e.g. limited batches): NaN, so the monitor never picks it
+            metrics.update({f"val/t2v_{k}": float("nan") for k in ("R@1", "R@5", "R@10", "MedR")})
+            if self.trainer.is_global_zero:
+                log.warning("this validation saw no captioned clip: val/t2v_* are NaN")
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
         if not self.trainer.sanity_checking:
             self.last_validated_step = self.global_step
