@@ -7,16 +7,9 @@ import pytest
 import torch
 
 from conftest import flash_and_click, write_av
-from vatt.data.pretrain import (
-    Augment,
-    Caption,
-    ClipConfig,
-    ClipDataset,
-    PretrainDataModule,
-    load_manifest,
-    select_captions,
-    video_to_tensor,
-)
+from vatt.data.clip import Augment, ClipConfig, select_captions, video_to_tensor
+from vatt.data.manifest import Caption, load_manifest
+from vatt.data.pretrain import ClipDataset, PretrainDataModule
 from vatt.data.tokenizer import WordTokenizer
 
 TINY = ClipConfig(num_frames=8, fps=10, image_size=64, sample_rate=16000, num_captions=5, max_words=16)
@@ -200,7 +193,7 @@ def test_datamodule_without_a_path_says_how_to_provide_data():
 
 
 def test_hue_rotation_keeps_greys_and_moves_red_towards_green_and_blue():
-    from vatt.data.pretrain import rotate_hue
+    from vatt.data.clip import rotate_hue
 
     grey = torch.full((1, 3, 2, 2), 0.4)
     assert torch.allclose(rotate_hue(grey, 0.17), grey, atol=1e-6)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from litdata import StreamingDataLoader, optimize
 
-from vatt.data.pretrain import Augment, ClipConfig, load_manifest
+from vatt.data.clip import Augment, ClipConfig
+from vatt.data.manifest import load_manifest
 from vatt.data.shards import ClipShardDataset, ShardsDataModule
 from vatt.data.tokenizer import WordTokenizer
 

@@ -24,7 +24,7 @@ import torch
 import torchaudio.functional as AF
 
 from .media import _audio_array
-from .pretrain import Augment, ClipConfig, audio_to_tensor, video_to_tensor
+from .clip import Augment, ClipConfig, audio_to_tensor, video_to_tensor
 from .shards import ClipShardDataset, parse_meta
 from .tokenizer import WordTokenizer
 

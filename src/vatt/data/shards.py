@@ -30,7 +30,9 @@ import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 
 from .media import MediaError
-from .pretrain import Augment, Caption, CaptionDataModule, ClipConfig, clip_sample, default_num_workers
+from .clip import Augment, ClipConfig, clip_sample
+from .manifest import Caption
+from .pretrain import CaptionDataModule, default_num_workers
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,6 @@ from .layers import (
     TemporalPositions,
     Transformer,
     VideoPatchEmbed,
-    make_norm,
 )
 from .word_vectors import word_vector_table
 

@@ -1,0 +1,189 @@
+"""The per-clip pipeline every dataset shares: window -> decode -> augment -> captions -> tensors.
+
+Clip geometry (``ClipConfig``), training augmentation (``Augment``, the paper's
+Sec. 4.1 / `docs/`), the choice of a clip's captions (``select_captions``) and the
+conversion of decoded frames and audio to model inputs. Pretraining DataModules,
+the shard reader, downstream datasets and the benchmarks all import from here;
+decoding itself is ``vatt.data.media.read_clip``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from .manifest import Caption
+from .media import probe_duration, read_clip
+from .tokenizer import WordTokenizer
+
+
+def select_captions(captions: list[Caption], start: float, end: float, k: int) -> list[str]:
+    """The caption overlapping ``[start, end)`` most (else the nearest), then its nearest neighbours, up to k.
+
+    Index 0 is always the caption of the window itself (used for retrieval).
+    """
+    if not captions:
+        return []
+    mid = (start + end) / 2
+
+    def distance(c: Caption) -> float:
+        overlap = min(end, c.end) - max(start, c.start)
+        return -overlap if overlap > 0 else abs((c.start + c.end) / 2 - mid)
+
+    centre = min(range(len(captions)), key=lambda j: (distance(captions[j]), j))
+    chosen, lo, hi = [centre], centre - 1, centre + 1
+    while len(chosen) < k and (lo >= 0 or hi < len(captions)):
+        take_lo = hi >= len(captions) or (lo >= 0 and mid - captions[lo].end <= captions[hi].start - mid)
+        if take_lo:
+            chosen.append(lo)
+            lo -= 1
+        else:
+            chosen.append(hi)
+            hi += 1
+    return [captions[j].text for j in chosen]
+
+
+
+@dataclass
+class ClipConfig:
+    num_frames: int = 32
+    fps: float = 10.0
+    image_size: int = 224
+    sample_rate: int = 48_000
+    num_captions: int = 5
+    max_words: int = 16
+
+    @classmethod
+    def of(cls, value: dict | ClipConfig | None) -> ClipConfig:
+        """From a config mapping (Hydra) or an instance."""
+        return value if isinstance(value, cls) else cls(**(value or {}))
+
+    @property
+    def seconds(self) -> float:
+        return self.num_frames / self.fps
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.seconds * self.sample_rate))
+
+
+@dataclass
+class Augment:
+    """Training augmentation (DESIGN §3.9). Set a probability to 0 to switch a step off."""
+
+    scale_jitter: tuple[float, float] = (0.8, 1.2)
+    scale_jitter_prob: float = 0.8
+    flip_prob: float = 0.5
+    color_prob: float = 0.8
+    brightness: float = 32 / 255
+    contrast: tuple[float, float] = (0.6, 1.4)
+    saturation: tuple[float, float] = (0.6, 1.4)
+    hue: float = 0.2
+    audio_noise: float = 0.01  # Gaussian noise std relative to max |x|
+
+    @classmethod
+    def of(cls, value: dict | Augment | None) -> Augment:
+        """From a config mapping (Hydra lists become tuples) or an instance."""
+        if isinstance(value, cls):
+            return value
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (value or {}).items()})
+
+
+def _rand(gen: torch.Generator | None) -> float:
+    return torch.rand((), generator=gen).item()
+
+
+def _uniform(lo: float, hi: float, gen: torch.Generator | None = None) -> float:
+    return lo + (hi - lo) * _rand(gen)
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def rotate_hue(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """Shift the hue of ``[..., 3, H, W]`` RGB in [0, 1] by ``delta`` turns (±0.2 in VATT).
+
+    A rotation of the chroma plane in YIQ space: one 3x3 matrix per clip instead of
+    an RGB -> HSV -> RGB round trip, which made hue jitter most of the CPU cost of
+    a 32x224² clip. Greys stay grey and luma is kept; hues move by close to
+    ``delta`` (HSV and YIQ hue angles differ slightly).
+    """
+    # the I/Q angle runs opposite to HSV hue (red -> green -> blue), hence the minus
+    angle = torch.tensor(-2 * torch.pi * delta)
+    c, s = torch.cos(angle), torch.sin(angle)
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    m = (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).to(x.dtype)
+    return torch.einsum("ij,...jhw->...ihw", m, x).clamp_(0, 1)
+
+
+def video_to_tensor(
+    frames: np.ndarray, crop: int, augment: Augment | None, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, crop, crop]`` in [-1, 1]; random crop/flip/colour with ``augment``."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # T, 3, H, W
+    _, _, h, w = x.shape
+    if augment is None:
+        top, left = (h - crop) // 2, (w - crop) // 2
+    else:
+        top = int(torch.randint(0, h - crop + 1, (), generator=gen).item())
+        left = int(torch.randint(0, w - crop + 1, (), generator=gen).item())
+    x = x[:, :, top : top + crop, left : left + crop].float().div_(255)
+    if augment is not None:
+        if _rand(gen) < augment.flip_prob:
+            x = x.flip(-1)
+        if _rand(gen) < augment.color_prob:
+            if augment.brightness:
+                x = (x + _uniform(-augment.brightness, augment.brightness, gen)).clamp_(0, 1)
+            x = TF.adjust_saturation(x, _uniform(*augment.saturation, gen))
+            x = TF.adjust_contrast(x, _uniform(*augment.contrast, gen))
+            if augment.hue:
+                x = rotate_hue(x, _uniform(-augment.hue, augment.hue, gen))
+    return x.mul_(2).sub_(1).permute(1, 0, 2, 3).contiguous()  # 3, T, H, W
+
+
+def audio_to_tensor(wave: np.ndarray, augment: Augment | None, gen: torch.Generator | None = None) -> torch.Tensor:
+    x = torch.from_numpy(wave)
+    if augment is not None and augment.audio_noise > 0:
+        x = x + torch.randn(x.shape, generator=gen) * augment.audio_noise * x.abs().max()
+    return x
+
+
+def clip_sample(
+    src: str | Path | bytes,
+    captions: list[Caption],
+    duration: float | None,
+    clip: ClipConfig,
+    augment: Augment | None,
+    tokenizer: WordTokenizer,
+    gen: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The per-clip pipeline every dataset shares: window -> decode -> augment -> K captions -> tokens.
+
+    ``augment=None`` is validation: centred window, no augmentation. ``gen`` makes
+    the random choices reproducible (streaming shards seed it per epoch and sample,
+    so a resumed run draws the same windows and augmentations).
+    """
+    if duration is None:
+        duration = probe_duration(src)
+    slack = max(0.0, duration - clip.seconds)
+    start = _uniform(0.0, slack, gen) if augment is not None else slack / 2
+    short = clip.image_size
+    if augment is not None and _rand(gen) < augment.scale_jitter_prob:
+        # zooming out below the crop size is clamped: the crop must fit in the frame
+        short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
+    media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short)
+    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions)
+    text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
+    if texts:
+        text[: len(texts)] = tokenizer(texts, clip.max_words)
+    return {
+        "video": video_to_tensor(media.video, clip.image_size, augment, gen),
+        "audio": audio_to_tensor(media.audio, augment, gen),
+        "text": text,
+        "text_mask": (text != 0).any(-1),
+    }
