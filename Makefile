@@ -11,9 +11,9 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
 # Every `key=value` on the make command line is a Hydra override, e.g.
 #   make train experiment=demo model.droptoken=0.25 trainer.max_epochs=2
-ARGS := $(filter-out PYTHON=% TORCH_PINS=% VENV=%,$(MAKEOVERRIDES))
+ARGS := $(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=%,$(MAKEOVERRIDES))
 
-.PHONY: help install test train sweep data-demo shards tensorboard flops bench bench-data clean
+.PHONY: help install test train sweep eval export data-demo shards tensorboard flops bench bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,13 @@ train: install ## pretrain (default: experiment=demo, which generates data/demo/
 
 sweep: install ## the same as a Hydra multirun, e.g. make sweep experiment=demo model.droptoken=0.0,0.25,0.5,0.75
 	$(PY) -m vatt.train --multirun $(ARGS)
+
+eval: install ## downstream evaluation, e.g. make eval task=linear_probe data=ucf101 data.root=DIR pretrained=PATH
+	$(PY) -m vatt.eval $(ARGS)
+
+export: install ## write a checkpoint's model for downstream use: make export ckpt=PATH out=PATH.safetensors
+	@test -n "$(ckpt)" -a -n "$(out)" || { echo "usage: make export ckpt=PATH out=PATH.safetensors"; exit 2; }
+	$(PY) -m vatt.export --ckpt "$(ckpt)" --out "$(out)"
 
 data-demo: install ## generate the built-in demo dataset into data/demo/ (skipped when it is there)
 	$(PY) -m vatt.data.demo --out data/demo

@@ -31,6 +31,7 @@ import pytest
 import torch
 
 from conftest import write_av
+from test_downstream_protocols import make_msrvtt, make_ucf101
 
 pytestmark = pytest.mark.slow
 
@@ -199,11 +200,32 @@ def check_needs_gpu(cmd: str, root: Path) -> None:
     assert "needs CUDA GPUs" in proc.stderr and "trainer=ddp_cpu" in proc.stderr, proc.stderr[-2000:]
 
 
+def placeholders(cmd: str, root: Path) -> str:
+    """The README's stand-ins for what only the user has: the newest run, an export, their datasets."""
+    if "<run>" in cmd:
+        done = sorted((r for r in runs(root) if (r / "checkpoints" / "last.ckpt").is_file()
+                       and "pretrain" in str(ckpt_config(r / "checkpoints" / "last.ckpt")["model"]["_target_"]).lower()),
+                      key=lambda r: r.name)
+        assert done, "the README uses a pretraining run before any was made"
+        cmd = cmd.replace("<run>", done[-1].name)
+    base = root.parent / "path_to"
+    for name, make in (("ucf101", make_ucf101), ("msrvtt", make_msrvtt)):
+        if f"/path/to/{name}" in cmd and not (base / name).is_dir():
+            make(base / name)
+    return cmd.replace("/path/to/", f"{base}/")
+
+
 def check_train(cmd: str, root: Path) -> None:
     before = runs(root)
     smoke = "debug=fdr" in cmd
-    proc = run(cmd if smoke else f"{cmd} trainer.max_steps={STEPS}", root)
+    finetune = "experiment=finetune_" in cmd
+    proc = run(placeholders(cmd, root) if smoke else f"{placeholders(cmd, root)} trainer.max_steps={STEPS}", root)
     (new,) = runs(root) - before
+    if finetune:  # fit, then test every view: metrics.json
+        metrics = json.loads((new / "metrics.json").read_text())
+        assert {"test/top1", "num_train", "num_test", "num_skipped"} <= set(metrics)
+        assert step_of(new / "checkpoints" / "last.ckpt") == STEPS and "train/loss" in scalar_tags(new)
+        return
     check_run_folder(new, None if smoke else STEPS)
     config = (new / ".hydra" / "config.yaml").read_text()
     for key, value in overrides_of(cmd).items():
@@ -213,7 +235,8 @@ def check_train(cmd: str, root: Path) -> None:
 
 
 def check_resume(cmd: str, root: Path) -> None:
-    done = sorted((r for r in runs(root) if (r / "checkpoints" / "last.ckpt").is_file()), key=lambda r: r.name)
+    done = sorted((r for r in runs(root) if (r / "checkpoints" / "last.ckpt").is_file() and not
+                   (r / "metrics.json").is_file()), key=lambda r: r.name)
     assert done, "the README shows a resume before any run that writes a checkpoint"
     run_dir = done[-1]
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -281,6 +304,29 @@ def check_tensorboard(cmd: str, root: Path) -> None:
         proc.wait(timeout=30)
 
 
+def evals(root: Path) -> set[Path]:
+    return set((root / "logs" / "eval" / "runs").glob("*"))
+
+
+def check_eval(cmd: str, root: Path) -> None:
+    before = evals(root)
+    run(placeholders(cmd, root), root)
+    (new,) = evals(root) - before
+    metrics = json.loads((new / "metrics.json").read_text())
+    assert {"num_train", "num_test", "num_skipped"} <= set(metrics)
+    assert ("test/top1" if "linear_probe" in cmd else "test/t2v_R@10") in metrics
+    assert (new / ".hydra" / "config.yaml").is_file() and list((new / "tensorboard").glob("events.*"))
+
+
+def check_export(cmd: str, root: Path) -> None:
+    import vatt
+
+    run(placeholders(cmd, root), root)
+    out = root / cmd.split("out=")[1].split()[0]
+    model = vatt.load_pretrained(out)
+    assert model.vocab is not None and len(model.vocab) == model.config.vocab_size
+
+
 def check_this_suite(cmd: str, root: Path) -> None:
     pytest.skip("`make test` is this suite")
 
@@ -301,6 +347,10 @@ def kind(cmd: str):
         return check_sweep
     if cmd.startswith("make train") and "ckpt_path=" in cmd:
         return check_resume
+    if cmd.startswith("make eval "):
+        return check_eval
+    if cmd.startswith("make export "):
+        return check_export
     if cmd.startswith("make train"):
         return check_train
     return None

@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 from vatt.train import CONFIG_DIR, train
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
+ALL_EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+EXPERIMENTS = [e for e in ALL_EXPERIMENTS if not e.startswith("finetune_")]  # pretraining
+FINETUNE = [e for e in ALL_EXPERIMENTS if e.startswith("finetune_")]
 # paper-size models on small inputs so one CPU step is quick
 SMALL_INPUT = ["model.input.num_frames=4", "model.input.image_size=32", "model.input.sample_rate=3200"]
 
@@ -42,6 +44,9 @@ def small_data(demo_root: Path) -> list[str]:
 
 def test_experiment_list_is_complete():
     assert {"demo", "vatt_bbs", "vatt_mbs", "vatt_lbs", "vatt_ma_medium"} <= set(EXPERIMENTS)
+    datasets = {"ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "mit", "esc50", "audioset", "imagenet",
+                "demo"}
+    assert {f"finetune_{d}" for d in datasets} == set(FINETUNE)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -52,6 +57,22 @@ def test_every_experiment_composes_and_fast_dev_runs(tmp_path, demo_root, experi
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert "val/v2a_R@10" in metrics
+
+
+@pytest.mark.parametrize("experiment", [e for e in FINETUNE if e != "finetune_demo"])
+def test_finetune_experiments_compose_and_without_data_say_how_to_provide_it(tmp_path, experiment):
+    cfg = make_cfg(tmp_path, [f"experiment={experiment}"])
+    dataset = experiment.removeprefix("finetune_")
+    assert cfg.data.name == dataset and cfg.test_after_fit and cfg.model.optimizer.lr == 0.005
+    assert cfg.data.clip == cfg.model.input and cfg.model.scheduler.warmup_steps == 2500
+    assert cfg.callbacks.model_checkpoint.monitor == ("val/mAP" if dataset == "audioset" else "val/top1")
+    with pytest.raises(Exception, match=f"data.root is not set \\(experiment {experiment} needs your copy of {dataset}\\)"):
+        train(cfg)
+
+
+def test_finetune_demo_fast_dev_runs(tmp_path, demo_root):
+    cfg = make_cfg(tmp_path, ["experiment=finetune_demo", "debug=fdr", f"data.root={demo_root}", "data.generate_demo=false"])
+    assert torch.isfinite(torch.tensor(train(cfg)["train/loss"]))
 
 
 @pytest.mark.parametrize("experiment", ["vatt_bbs", "vatt_mbs", "vatt_lbs", "vatt_ma_medium"])

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vatt.checkpoint import read_checkpoint
 from vatt.lightning.callbacks import RandomState, RunConfig
+from vatt.metrics import save_metrics_json
 from vatt.runs import restore_config, resume_argv
 
 log = logging.getLogger("vatt.train")
@@ -122,6 +123,17 @@ def choose_monitor(cfg: DictConfig, datamodule: Any) -> None:
         _info("the best checkpoint follows %s (%s)", best.monitor, best.get("mode", "min"))
 
 
+def write_metrics_json(metrics: dict[str, float], datamodule: Any, run_dir: Path) -> Path:
+    """``metrics.json`` of a fine-tuning run: the test metrics and the counts of videos used and skipped."""
+    out = {k: v for k, v in sorted(metrics.items()) if k.startswith("test/")}
+    split = datamodule.split
+    out["num_train"], out["num_test"] = len(split.train), int(metrics.get("test/num_videos", len(split.test)))
+    out["num_skipped"] = int(metrics.get("data/test_skipped", 0))
+    path = save_metrics_json(out, run_dir / "metrics.json")
+    _info("test metrics: %s", path)
+    return path
+
+
 def _needs_final_validation(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule) -> bool:
     return (
         not trainer.interrupted
@@ -143,13 +155,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     if rank_zero_only.rank == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         datamodule.prepare_data()  # demo generation / tokenizer, before the model needs the vocabulary size
-    _info("caption vocabulary: %d words (%s)", datamodule.vocab_size, datamodule.tokenizer_path)
-    check_vocabulary(saved_vocab, datamodule)
+    vocab = None
+    if hasattr(datamodule, "tokenizer_path"):  # pretraining: captions
+        _info("caption vocabulary: %d words (%s)", datamodule.vocab_size, datamodule.tokenizer_path)
+        check_vocabulary(saved_vocab, datamodule)
+        vocab = {"path": str(Path(datamodule.tokenizer_path).resolve()), "size": datamodule.vocab_size}
+    # what the model needs from the data (word-table size; classes of a downstream set).
     # _convert_="all": plain dicts/lists, so checkpoints hold no OmegaConf objects (weights_only loading works)
-    module = hydra.utils.instantiate(cfg.model, vocab_size=datamodule.vocab_size, _convert_="all")
+    module = hydra.utils.instantiate(cfg.model, **datamodule.model_kwargs(), _convert_="all")
     choose_monitor(cfg, datamodule)
 
-    vocab = {"path": str(Path(datamodule.tokenizer_path).resolve()), "size": datamodule.vocab_size}
     callbacks = [
         *_instantiate_all(cfg.get("callbacks")),
         RunConfig(OmegaConf.to_container(cfg, resolve=False), vocab),
@@ -170,8 +185,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _info("training stopped at step %d, which was not validated: validating the final weights", trainer.global_step)
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if cfg.get("test_after_fit") and not trainer.interrupted and not trainer.fast_dev_run:
+        _info("testing the final weights on every view of the test videos")
+        (tested,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in tested.items()})
+        if rank_zero_only.rank == 0:
+            write_metrics_json(metrics, datamodule, Path(cfg.paths.output_dir))
     if rank_zero_only.rank == 0:
-        shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("val/", "train/loss"))}
+        shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/", "train/loss"))}
         log.info("final metrics: %s", shown)
         log.info("run folder: %s", cfg.paths.output_dir)
     return metrics

@@ -121,6 +121,25 @@ def rotate_hue(x: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.einsum("ij,...jhw->...ihw", m, x).clamp_(0, 1)
 
 
+def _flip_and_colour(x: torch.Tensor, augment: Augment, gen: torch.Generator | None) -> torch.Tensor:
+    """Random horizontal flip and colour jitter of ``[T, 3, H, W]`` in [0, 1], the same for every frame."""
+    if _rand(gen) < augment.flip_prob:
+        x = x.flip(-1)
+    if _rand(gen) < augment.color_prob:
+        if augment.brightness:
+            x = (x + _uniform(-augment.brightness, augment.brightness, gen)).clamp_(0, 1)
+        x = TF.adjust_saturation(x, _uniform(*augment.saturation, gen))
+        x = TF.adjust_contrast(x, _uniform(*augment.contrast, gen))
+        if augment.hue:
+            x = rotate_hue(x, _uniform(-augment.hue, augment.hue, gen))
+    return x
+
+
+def _to_model(x: torch.Tensor) -> torch.Tensor:
+    """``[T, 3, H, W]`` in [0, 1] -> ``[3, T, H, W]`` in [-1, 1]."""
+    return x.mul(2).sub_(1).permute(1, 0, 2, 3).contiguous()
+
+
 def video_to_tensor(
     frames: np.ndarray, crop: int, augment: Augment | None, gen: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -134,16 +153,66 @@ def video_to_tensor(
         left = int(torch.randint(0, w - crop + 1, (), generator=gen).item())
     x = x[:, :, top : top + crop, left : left + crop].float().div_(255)
     if augment is not None:
-        if _rand(gen) < augment.flip_prob:
-            x = x.flip(-1)
-        if _rand(gen) < augment.color_prob:
-            if augment.brightness:
-                x = (x + _uniform(-augment.brightness, augment.brightness, gen)).clamp_(0, 1)
-            x = TF.adjust_saturation(x, _uniform(*augment.saturation, gen))
-            x = TF.adjust_contrast(x, _uniform(*augment.contrast, gen))
-            if augment.hue:
-                x = rotate_hue(x, _uniform(-augment.hue, augment.hue, gen))
-    return x.mul_(2).sub_(1).permute(1, 0, 2, 3).contiguous()  # 3, T, H, W
+        x = _flip_and_colour(x, augment, gen)
+    return _to_model(x)
+
+
+def crop_positions(height: int, width: int, crop: int, n: int) -> list[tuple[int, int]]:
+    """``n`` crops of ``crop``² along the long side: n = 1 the centre; n = 3 start, centre, end (the test views)."""
+    if n < 1 or crop > min(height, width):
+        raise ValueError(f"cannot take {n} crops of {crop}^2 from a {height}x{width} frame")
+    long_h = height > width
+    span = (height if long_h else width) - crop
+    offsets = [span // 2] if n == 1 else [round(i * span / (n - 1)) for i in range(n)]
+    other = ((width if long_h else height) - crop) // 2
+    return [(o, other) if long_h else (other, o) for o in offsets]
+
+
+def video_views(frames: np.ndarray, crop: int, num_crops: int) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` (short side already ``crop``) -> ``[num_crops, 3, T, crop, crop]`` in [-1, 1]."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255)  # T, 3, H, W
+    _, _, h, w = x.shape
+    return torch.stack([_to_model(x[:, :, t : t + crop, l : l + crop]) for t, l in crop_positions(h, w, crop, num_crops)])
+
+
+def inception_crop(
+    frames: np.ndarray, size: int, augment: Augment, area: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (0.5, 2.0), gen: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fine-tuning augmentation: an Inception-style random resized crop, then flip and colour jitter.
+
+    A box of a random fraction ``area`` of the frame with aspect ratio (log-uniform)
+    in ``ratio`` (the authors' fine-tuning defaults: 0.08-1 and 0.5-2), the same for
+    every frame, resized to ``size``². uint8 ``[T, H, W, 3]`` -> ``[3, T, size, size]`` in [-1, 1].
+    """
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255)  # T, 3, H, W
+    _, _, h, w = x.shape
+    for _ in range(10):
+        target = h * w * _uniform(*area, gen)
+        aspect = float(np.exp(_uniform(np.log(ratio[0]), np.log(ratio[1]), gen)))
+        bw, bh = round((target * aspect) ** 0.5), round((target / aspect) ** 0.5)
+        if 0 < bw <= w and 0 < bh <= h:
+            top = int(torch.randint(0, h - bh + 1, (), generator=gen))
+            left = int(torch.randint(0, w - bw + 1, (), generator=gen))
+            break
+    else:  # no box fits (extreme aspect ratio): the central square
+        bh = bw = min(h, w)
+        top, left = (h - bh) // 2, (w - bw) // 2
+    x = TF.resized_crop(x, top, left, bh, bw, [size, size], antialias=True).clamp_(0, 1)
+    return _to_model(_flip_and_colour(x, augment, gen))
+
+
+def window_starts(duration: float, seconds: float, n: int, start: float = 0.0, end: float | None = None) -> list[float]:
+    """Starts of ``n`` windows of ``seconds`` linearly spaced over ``[start, end]`` (default: the whole media).
+
+    The first window begins at ``start``, the last ends at ``end``; one window is
+    centred. A span shorter than a window gives windows that run past it (padded).
+    """
+    end = duration if end is None else min(end, duration)
+    slack = max(0.0, end - start - seconds)
+    if n == 1:
+        return [start + slack / 2]
+    return [start + i * slack / (n - 1) for i in range(n)]
 
 
 def audio_to_tensor(wave: np.ndarray, augment: Augment | None, gen: torch.Generator | None = None) -> torch.Tensor:

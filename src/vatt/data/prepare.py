@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import functools
 import hashlib
 import io
@@ -58,12 +57,18 @@ from typing import Any, Iterator
 
 import av
 
+from .layouts import (
+    AUDIO_EXTS,
+    VIDEO_EXTS,
+    MalformedRow,
+    audioset_file_stems,
+    index_media_folder,
+    read_audioset_segments,
+)
 from .media import MediaError, probe_duration, read_clip
 
 PREPARE_VERSION = 1
 KINDS = ("manifest", "howto100m", "audioset")
-VIDEO_EXTS = ("mp4", "mkv", "webm", "mov", "avi")
-AUDIO_EXTS = ("wav", "flac", "ogg", "m4a", "mp3", "opus")
 
 # skip reasons (the "reason" of skipped.jsonl and the keys of summary["skipped_by_reason"])
 R_BAD_ENTRY = "bad entry"  # a manifest line / CSV row that cannot be parsed
@@ -138,27 +143,6 @@ def _clean_captions(raw: Any) -> tuple[list[dict[str, Any]], int]:
     return kept, dropped
 
 
-def _index_folder(root: Path, exts: tuple[str, ...]) -> dict[str, list[Path]]:
-    """stem -> media files under ``root`` (recursive), preferred extension first."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"videos folder {root} does not exist")
-    rank = {e: i for i, e in enumerate(exts)}
-    found: dict[str, list[Path]] = defaultdict(list)
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            stem, dot, ext = name.rpartition(".")
-            if dot and ext.lower() in rank and not name.startswith("."):
-                found[stem].append(Path(folder) / name)
-    for paths in found.values():
-        paths.sort(key=lambda p: (rank[p.suffix[1:].lower()], str(p)))
-    return found
-
-
-def _fmt_seconds(x: float) -> str:
-    return f"{x:f}".rstrip("0").rstrip(".")
-
-
 def _entry(index: int, name: str, id: str | None = None, path: Path | None = None, *, where: str | None = None,
            captions: list | None = None, labels: dict | None = None, need_video: bool = True,
            caption_note: str = "", skip: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -215,7 +199,7 @@ def _list_howto100m(videos: Path, captions_file: Path) -> list[dict[str, Any]]:
         table = json.load(f)
     if not isinstance(table, dict):
         raise ValueError(f"{captions_file}: expected an object mapping video id -> {{start, end, text}}")
-    files = _index_folder(videos, VIDEO_EXTS)
+    files = index_media_folder(videos, VIDEO_EXTS)
     entries: list[dict[str, Any]] = []
     for vid in sorted(set(table) | set(files)):
         paths = files.get(vid, [])
@@ -243,29 +227,17 @@ def _list_howto100m(videos: Path, captions_file: Path) -> list[dict[str, Any]]:
 def _list_audioset(videos: Path, segments: Path) -> list[dict[str, Any]]:
     if not segments.is_file():
         raise FileNotFoundError(f"segments file {segments} does not exist")
-    files = _index_folder(videos, VIDEO_EXTS + AUDIO_EXTS)
+    files = index_media_folder(videos, VIDEO_EXTS + AUDIO_EXTS)
     entries: list[dict[str, Any]] = []
     claimed: dict[str, str] = {}  # file -> id using it
-    for lineno, line in enumerate(segments.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
+    for seg in read_audioset_segments(segments):
+        where = f"{segments.name}:{seg.line}"
+        if isinstance(seg, MalformedRow):
+            entries.append(_entry(len(entries), seg.text, where=where, skip=(R_BAD_ENTRY, seg.reason)))
             continue
-        where = f"{segments.name}:{lineno}"
-        row = next(csv.reader([line], skipinitialspace=True))
-        try:
-            ytid, start_s, end_s = (x.strip() for x in row[:3])
-            start = float(start_s)
-            float(end_s)
-            if not ytid or not math.isfinite(start):
-                raise ValueError
-        except ValueError:
-            entries.append(_entry(len(entries), line.strip(), where=where,
-                                  skip=(R_BAD_ENTRY, "expected YTID, start_seconds, end_seconds, positive_labels")))
-            continue
-        labels = [x.strip() for x in row[3].split(",") if x.strip()] if len(row) > 3 else []
-        clip_id = f"{ytid}_{_fmt_seconds(start)}"
-        name = f"{ytid},{start_s},{end_s}"
-        variants = [start_s, repr(start), _fmt_seconds(start), str(int(start)), str(int(round(start * 1000)))]
-        stems = list(dict.fromkeys([f"{ytid}_{v}" for v in variants] + [ytid]))
+        clip_id = seg.clip_id
+        name = f"{seg.ytid},{seg.start_text},{seg.end_text}"
+        stems = audioset_file_stems(seg.ytid, seg.start_text)
         paths = [p for stem in stems for p in files.get(stem, [])]
         if not paths:
             entries.append(_entry(len(entries), name, clip_id, where=where,
@@ -277,7 +249,7 @@ def _list_audioset(videos: Path, segments: Path) -> list[dict[str, Any]]:
             continue
         claimed[str(paths[0])] = clip_id
         entries.append(_entry(len(entries), name, clip_id, paths[0], where=where,
-                              labels={"audioset": labels}, need_video=False))
+                              labels={"audioset": list(seg.labels)}, need_video=False))
         for extra in paths[1:]:
             if str(extra) not in claimed:
                 claimed[str(extra)] = clip_id

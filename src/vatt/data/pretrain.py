@@ -112,6 +112,10 @@ class CaptionDataModule(L.LightningDataModule):
         """Whether any validation clip has a caption (None: unknown). Decides the best-checkpoint metric."""
         return None
 
+    def model_kwargs(self) -> dict:
+        """What the model needs from the data: the size of its word table."""
+        return {"vocab_size": self.vocab_size}
+
 
 class PretrainDataModule(CaptionDataModule):
     """Streams (video, audio, K captions) from a folder with ``train.jsonl`` / ``val.jsonl``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -150,3 +151,73 @@ class RandomState(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._pending is not None:
             self._restore()
+
+
+class DemoProbe(Callback):
+    """A linear probe of the demo labels on the validation clips, every ``every_n_validations`` validations.
+
+    Downstream progress during pretraining: the frozen pooled features of the
+    validation clips (one centred view each) of ``modality`` are split in two
+    halves (even / odd clips); a logistic-regression probe (``vatt.tasks.linear_probe``)
+    is trained on one half and tested on the other, and the other way round, and
+    the mean top-1 is logged as ``probe/<label>_top1`` (plus ``probe/<label>_chance``)
+    for every label. Runs on rank 0; the other ranks wait.
+    """
+
+    def __init__(self, root: str | Path, labels: tuple[str, ...] | list[str] = ("colour", "shape", "motion"),
+                 modality: str = "video", every_n_validations: int = 5, batch_size: int = 32) -> None:
+        super().__init__()
+        if every_n_validations < 1:
+            raise ValueError(f"every_n_validations={every_n_validations}: give a positive number")
+        self.root, self.labels, self.modality = Path(root), list(labels), modality
+        self.every, self.batch_size = every_n_validations, batch_size
+        self._seen = 0
+
+    def probe(self, model: Any, clip: Any) -> dict[str, float]:
+        from vatt.data.downstream import list_dataset
+        from vatt.data.labeled import LabeledClipDataset
+        from vatt.tasks.features import extract
+        from vatt.tasks.linear_probe import chance_top1, linear_probe
+
+        metrics: dict[str, float] = {}
+        features = None
+        for label in self.labels:
+            listing = list_dataset("demo", self.root, label=label)
+            items = listing.splits[0].test
+            if features is None:  # the clips are the same for every label: encode them once
+                ds = LabeledClipDataset(items, self.modality, clip, "single", len(listing.classes))
+                features = extract(model, ds, "agg", self.batch_size, 0, next(model.parameters()).device)
+            labels = torch.tensor([int(i.label) for i in items])
+            valid = features["valid"]
+            x, y = features["features"][valid, 0], labels[valid]
+            halves = (torch.arange(len(y)) % 2 == 0, torch.arange(len(y)) % 2 == 1)
+            top1 = [linear_probe(x[a], y[a], x[b][:, None], y[b], len(listing.classes))["top1"]
+                    for a, b in (halves, halves[::-1])]
+            metrics[f"probe/{label}_top1"] = sum(top1) / 2
+            metrics[f"probe/{label}_chance"] = chance_top1(y)
+        return metrics
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._seen += 1
+        if self._seen % self.every:
+            return
+        if trainer.is_global_zero:
+            from vatt.data.clip import ClipConfig
+
+            clip = ClipConfig(**{k: v for k, v in pl_module.hparams["input"].items()
+                                 if k in ("num_frames", "fps", "image_size", "sample_rate", "max_words")})
+            was_training = pl_module.model.training
+            try:
+                metrics = self.probe(pl_module.model.eval(), clip)
+            except (FileNotFoundError, ValueError) as e:  # not demo-like data: say so once and stop probing
+                logging.getLogger("vatt.lightning.pretrain").warning("demo probe switched off: %s", e)
+                self.every, metrics = 10**9, {}
+            finally:
+                pl_module.model.train(was_training)
+            for lg in trainer.loggers:
+                lg.log_metrics(metrics, step=trainer.global_step)
+            shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("_top1"))
+            logging.getLogger("vatt.lightning.pretrain").info("step %d: %s", trainer.global_step, shown)
+        trainer.strategy.barrier("demo_probe")

@@ -14,6 +14,7 @@ from torchmetrics.aggregation import CatMetric
 from vatt.losses import mil_nce_loss, nce_loss
 from vatt.metrics import retrieval_metrics
 from vatt.models import create_model
+from vatt.pretrained import model_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +80,8 @@ class VATTPretrainModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        inp = dict(input or {})
-        geometry = {}
-        if inp:
-            geometry = dict(
-                num_frames=inp["num_frames"],
-                image_size=inp["image_size"],
-                audio_samples=int(round(inp["num_frames"] / inp["fps"] * inp["sample_rate"])),
-                max_words=inp.get("max_words", 16),
-            )
-        self.model = create_model(
-            name,
-            droptoken=droptoken,
-            droptoken_per_sample=droptoken_per_sample,
-            vocab_size=vocab_size,
-            **{**geometry, **dict(backbone or {})},
-        )
+        kwargs = model_kwargs(name, droptoken, droptoken_per_sample, vocab_size, input, backbone)
+        self.model = create_model(kwargs.pop("name"), **kwargs)
         self.loss_cfg = {"temperature": 0.07, "mil_nce_weight": 1.0, **dict(loss or {})}
         self.optim_cfg = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.0, **dict(optimizer or {})}
         self.sched_cfg = {"warmup_steps": 5000, "total_steps": 500_000, "final_lr": 5e-5, **dict(scheduler or {})}

@@ -14,6 +14,7 @@ from .layers import (
     resize_table,
     t5_relative_position_bucket,
 )
+from .heads import ClassifierHead
 from .vatt import (
     PRESETS,
     SIZES,

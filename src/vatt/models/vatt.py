@@ -231,20 +231,58 @@ class VATT(nn.Module):
     def modality_agnostic(self) -> bool:
         return self.video.transformer is self.audio.transformer
 
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        return self.video(video)
+    def encode_video(self, video: torch.Tensor, space: str | None = None, normalize: bool = False) -> torch.Tensor:
+        """``[B, 3, T, H, W]`` in [-1, 1] -> the pooled [AGG] feature ``[B, Cv]`` (``space=None``),
+        or its common-space embedding: ``"va"`` ``[B, 512]`` (video-audio) or ``"vt"`` ``[B, 256]``
+        (video-text); ``normalize=True`` L2-normalises (what retrieval compares)."""
+        feature = self.video(video)
+        if space is None:
+            out = feature
+        else:
+            va, vt = self.heads.video(feature)
+            out = {"va": va, "vt": vt}.get(space)
+            if out is None:
+                raise ValueError(f"encode_video: space={space!r}; choose None, 'va' or 'vt'")
+        return F.normalize(out, dim=-1) if normalize else out
 
-    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.audio(audio)
+    def encode_audio(self, audio: torch.Tensor, space: str | None = None, normalize: bool = False) -> torch.Tensor:
+        """``[B, S]`` mono waveform -> pooled feature ``[B, Ca]``, or ``space="va"`` ``[B, 512]``."""
+        out = self.audio(audio)
+        if space == "va":
+            out = self.heads.audio(out)
+        elif space is not None:
+            raise ValueError(f"encode_audio: space={space!r}; choose None or 'va' (audio lives in the video-audio space)")
+        return F.normalize(out, dim=-1) if normalize else out
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        """``[..., L]`` word ids -> ``[..., C]`` pooled text features."""
+    def encode_text(self, text: torch.Tensor, space: str | None = None, normalize: bool = False) -> torch.Tensor:
+        """``[..., L]`` word ids (0 = padding) -> pooled text features ``[..., Ct]``, or ``space="vt"`` ``[..., 256]``."""
         if text.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"text must hold integer word ids, got dtype {text.dtype}")
         lead = text.shape[:-1]
         ids = text.reshape(-1, text.shape[-1])
-        feats = self.text(ids, ids != 0)
-        return feats.reshape(*lead, feats.shape[-1])
+        out = self.text(ids, ids != 0)
+        if space == "vt":
+            out = self.heads.text(out)
+        elif space is not None:
+            raise ValueError(f"encode_text: space={space!r}; choose None or 'vt' (text lives in the video-text space)")
+        out = out.reshape(*lead, out.shape[-1])
+        return F.normalize(out, dim=-1) if normalize else out
+
+    TOWERS = ("video", "audio", "text", "heads")
+
+    def freeze(self, *towers: str) -> VATT:
+        """Stop gradients to the named towers (``video``, ``audio``, ``text``, ``heads``; none named: all).
+
+        Returns the model. In the modality-agnostic model the three towers share one
+        Transformer, so freezing any of them freezes it. ``model.requires_grad_(True)``
+        undoes it. Dropout and BatchNorm still follow ``train()``/``eval()``.
+        """
+        unknown = sorted(set(towers) - set(self.TOWERS))
+        if unknown:
+            raise ValueError(f"freeze: unknown tower(s) {unknown}; choose from {list(self.TOWERS)}")
+        for name in towers or self.TOWERS:
+            getattr(self, name).requires_grad_(False)
+        return self
 
     def forward(
         self,

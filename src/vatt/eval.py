@@ -1,0 +1,204 @@
+"""Downstream evaluation: ``python -m vatt.eval task=NAME data=NAME data.root=DIR pretrained=PATH`` (``make eval``).
+
+Tasks (``configs/eval/task``):
+- ``linear_probe``: frozen features, a logistic-regression classifier per official
+  split/fold, video-level top-1/top-5, and their mean (``vatt.tasks.linear_probe``);
+- ``retrieval``: zero-shot text <-> video retrieval in the video-text space
+  (``vatt.tasks.retrieval``).
+``pretrained`` is a pretraining checkpoint (``.ckpt``) or an export
+(``.safetensors``); ``pretrained=null`` builds the same model with random weights
+(the baseline to beat). Each run writes its config, TensorBoard events and a flat
+``metrics.json`` into ``logs/eval/runs/<timestamp>/``. Fine-tuning is a training run:
+``make train experiment=finetune_<dataset>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from vatt.data.clip import ClipConfig
+from vatt.data.downstream import Listing, list_dataset
+from vatt.data.labeled import LabeledClipDataset
+from vatt.data.pretrain import default_num_workers
+from vatt.data.tokenizer import WordTokenizer
+from vatt.metrics import save_metrics_json
+from vatt.models import VATT, create_model
+from vatt.pretrained import clip_geometry, load_pretrained
+from vatt.runs import register_resolvers
+from vatt.tasks import features as feats
+from vatt.tasks.linear_probe import chance_top1, linear_probe
+from vatt.tasks.retrieval import retrieval_metrics_from_features
+
+log = logging.getLogger("vatt.eval")
+
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = str(CONFIG_ROOT / "eval")
+SEARCHPATH = f"hydra.searchpath=[file://{CONFIG_ROOT}]"  # the data, paths, hydra and logger groups
+
+register_resolvers()
+
+
+def build_model(cfg: DictConfig, vocab_size: int | None = None) -> VATT:
+    """The model to evaluate: ``pretrained`` weights, or ``model_name`` with random weights (seeded)."""
+    geometry = {k: v for k, v in (cfg.get("clip") or {}).items() if k in ("num_frames", "image_size")}
+    if cfg.pretrained:
+        model = load_pretrained(cfg.pretrained, droptoken=0.0, **geometry)
+    else:
+        torch.manual_seed(cfg.seed)
+        extra = {"vocab_size": vocab_size} if vocab_size else {}
+        model = create_model(cfg.model_name, droptoken=0.0, **geometry, **extra)
+        model.vocab = None
+        model.input = clip_geometry(model)
+    return model.eval()
+
+
+def clip_config(model: VATT, cfg: DictConfig) -> ClipConfig:
+    geometry = {**model.input, **{k: v for k, v in (cfg.get("clip") or {}).items()}}
+    return ClipConfig(num_frames=geometry["num_frames"], fps=geometry["fps"], image_size=geometry["image_size"],
+                      sample_rate=geometry["sample_rate"], max_words=geometry.get("max_words", 16))
+
+
+def get_listing(cfg: DictConfig) -> Listing:
+    data = cfg.data
+    if data.get("generate_demo"):
+        from vatt.data.demo import generate_demo
+
+        generate_demo(data.root, **dict(data.get("demo_options") or {}))
+    options = dict(data.get("options") or {})
+    if cfg.protocol == "retrieval":
+        options.update(data.get("retrieval_options") or {})
+    listing = list_dataset(data.name, data.root, **options)
+    log.info("%s", listing.report())
+    return listing
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def run_linear_probe(cfg: DictConfig, model: VATT, listing: Listing) -> dict[str, float]:
+    if listing.multilabel or not listing.classes:
+        raise ValueError(f"task=linear_probe needs a single-label classification set; {listing.name} is not one "
+                         "(fine-tune multi-label sets: make train experiment=finetune_audioset)")
+    probe, clip = cfg.probe, clip_config(model, cfg)
+    modality = cfg.data.get("modality") or listing.modality
+    device, workers = _device(cfg), default_num_workers(cfg.num_workers)
+    base_key = {"weights": feats.weights_id(cfg.pretrained, cfg.model_name, cfg.seed), "dataset": listing.name,
+                "root": str(Path(cfg.data.root).resolve()), "options": dict(cfg.data.get("options") or {}),
+                "clip": vars(clip), "modality": modality, "features": probe.features}
+
+    def features(items: list, mode: str, part: str, split: str) -> dict[str, torch.Tensor]:
+        ds = LabeledClipDataset(items, "image" if listing.modality == "image" else modality, clip, mode,
+                                len(listing.classes), num_windows=probe.num_windows, num_crops=probe.num_crops)
+        key = {**base_key, "split": split, "part": part, "mode": mode, "views": [probe.num_windows, probe.num_crops],
+               "items": len(items)}
+        return feats.cached(probe.cache_dir, key, lambda: feats.extract(
+            model, ds, probe.features, cfg.batch_size, workers, device))
+
+    metrics: dict[str, float] = {}
+    skipped = 0
+    per_split = len(listing.splits) > 1  # split1/..., fold3/... entries beside the mean
+    for split in listing.splits:
+        train = features(split.train, "single", "train", split.name)
+        test = features(split.test, "views", "test", split.name)
+        skipped += int(train["skipped"].sum()) + int(test["skipped"].sum())
+        tv, sv = train["valid"], test["valid"]
+        result = linear_probe(train["features"][tv, 0], train["labels"][tv], test["features"][sv], test["labels"][sv],
+                              len(listing.classes), grid=tuple(probe.l2_grid), seed=cfg.seed)
+        result.update(chance_top1=chance_top1(test["labels"][sv]), num_train=int(tv.sum()), num_test=int(sv.sum()))
+        for k, v in result.items():
+            metrics[f"{split.name}/{k}"] = v
+        log.info("%s: top-1 %.4f, top-5 %.4f (%d train / %d test videos)", split.name, result["top1"],
+                 result["top5"], int(tv.sum()), int(sv.sum()))
+    names = [s.name for s in listing.splits]
+    mean = {k: sum(metrics[f"{n}/{k}"] for n in names) / len(names) for k in ("top1", "top5", "chance_top1")}
+    out = {k: v for k, v in metrics.items() if per_split} | {f"test/{k}": v for k, v in mean.items()}
+    out["num_train"], out["num_test"] = metrics[f"{names[0]}/num_train"], metrics[f"{names[0]}/num_test"]
+    out["num_skipped"] = skipped
+    if not per_split:
+        out["test/l2"] = metrics[f"{names[0]}/l2"]
+    return out
+
+
+def run_retrieval(cfg: DictConfig, model: VATT, listing: Listing, tokenizer: WordTokenizer) -> dict[str, float]:
+    (split,) = [s for s in listing.splits if s.name == "test"] or listing.splits[:1]
+    items = [i for i in split.test if i.caption]
+    if not items:
+        raise ValueError(f"task=retrieval: {listing.name} has no captioned test clips")
+    clip = clip_config(model, cfg)
+    ds = LabeledClipDataset(items, "video", clip, "views", 0, num_windows=cfg.retrieval.num_windows, num_crops=1,
+                            tokenizer=tokenizer)
+    out = feats.extract(model, ds, "vt", cfg.batch_size, default_num_workers(cfg.num_workers), _device(cfg), text=True)
+    valid = out["valid"]
+    metrics = {f"test/{k}": v for k, v in retrieval_metrics_from_features(out["text"][valid], out["features"][valid]).items()}
+    n = int(valid.sum())
+    metrics["test/chance_R@10"] = min(1.0, 10 / max(n, 1))
+    metrics.update({"num_train": 0, "num_test": n, "num_skipped": int(out["skipped"].sum())})
+    return metrics
+
+
+def model_tokenizer(model: VATT) -> WordTokenizer:
+    """The words a pretrained model's word table was trained with ([PAD], [UNK] first in every vocabulary)."""
+    if model.vocab is None:
+        raise ValueError(f"{model.config} came without its caption vocabulary; export the checkpoint with "
+                         "`make export` next to its tokenizer.json, or evaluate the .ckpt where it was trained")
+    tok = WordTokenizer.from_words(model.vocab[2:])
+    if tok.vocab_size != len(model.vocab):
+        raise ValueError(f"the model's vocabulary of {len(model.vocab)} words does not rebuild ({tok.vocab_size})")
+    return tok
+
+
+def caption_tokenizer(listing: Listing) -> WordTokenizer:
+    """A vocabulary of the evaluation captions' own words (for a model with random weights)."""
+    return WordTokenizer.build([i.caption for s in listing.splits for i in s.test if i.caption])
+
+
+def write_metrics(metrics: dict[str, float], run_dir: Path, cfg: DictConfig) -> Path:
+    """``metrics.json`` (one flat object) and the same numbers as TensorBoard scalars in the run folder."""
+    path = save_metrics_json(metrics, run_dir / "metrics.json")
+    if cfg.get("logger"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(run_dir / "tensorboard")) as writer:
+            for k, v in metrics.items():
+                if math.isfinite(v):
+                    writer.add_scalar(k, v, 0)
+    return path
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    listing = get_listing(cfg)
+    if cfg.protocol == "linear_probe":
+        metrics = run_linear_probe(cfg, build_model(cfg), listing)
+    elif cfg.protocol == "retrieval":
+        own_words = None if cfg.pretrained else caption_tokenizer(listing)
+        model = build_model(cfg, own_words.vocab_size if own_words else None)
+        metrics = run_retrieval(cfg, model, listing, own_words or model_tokenizer(model))
+    else:
+        raise ValueError(f"protocol={cfg.protocol!r}: choose task=linear_probe or task=retrieval")
+    path = write_metrics(metrics, run_dir, cfg)
+    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")}
+    log.info("%s on %s (%s): %s", cfg.protocol, listing.name, cfg.pretrained or f"random {cfg.model_name}", shown)
+    log.info("metrics: %s", path)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    sys.argv.append(SEARCHPATH)
+    main()

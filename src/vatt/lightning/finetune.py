@@ -1,0 +1,195 @@
+"""Fine-tuning a pretrained VATT tower on a labelled benchmark (paper Sec. 4.3).
+
+``VATTFinetuneModule`` = the pretrained video (or audio) Transformer + dropout +
+a linear head, trained with the authors' defaults (their ``Finetune`` experiment
+config): SGD with momentum 0.9, lr 0.005 with a 2.5k-step linear warmup then a
+cosine to 0, gradient clipping at norm 0.75 on the backbone only, label smoothing
+0.1, Inception-style crops + flip + colour (the data module), mixup for AudioSet
+(alpha 5), and for multi-label sets a sigmoid loss with the head's bias at
+-log(C - 1). DropToken (``droptoken``) acts in training only.
+
+Validation scores the centred view of each test video (clip-level, cheap);
+``test`` scores every view (4 windows x 3 crops for video, 4 windows for audio),
+averages the **logits** per video and reports video-level top-1/top-5, or mAP, AUC
+and d' for multi-label sets (``vatt.metrics``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.aggregation import CatMetric
+
+from vatt.metrics import average_views, multilabel_metrics, topk_accuracy
+from vatt.models import ClassifierHead, create_model
+from vatt.pretrained import load_pretrained, model_kwargs
+
+OUTPUT_KEYS = ("logits", "labels", "valid")
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base lr: linear 0 -> 1 over ``warmup_steps``, then a cosine to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class VATTFinetuneModule(L.LightningModule):
+    """A VATT tower + classifier head; see the module docstring.
+
+    ``pretrained``: a pretraining ``.ckpt`` or an export; null builds ``name`` with
+    random weights (the from-scratch baseline). ``input`` is the clip geometry
+    (the position tables are resized to it). ``num_classes``, ``multilabel`` and
+    ``modality`` come from the data module.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        multilabel: bool = False,
+        modality: str = "video",
+        pretrained: str | None = None,
+        name: str = "bbs",
+        droptoken: float = 0.0,
+        input: dict | None = None,
+        backbone: dict | None = None,
+        head_dropout: float | None = None,
+        label_smoothing: float = 0.1,
+        mixup_alpha: float = 0.0,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        clip_backbone_grad_norm: float | None = 0.75,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if modality not in ("video", "audio"):
+            raise ValueError(f"model.modality={modality!r}: fine-tune the video or the audio tower")
+        geometry = {k: v for k, v in model_kwargs(name, input=input).items() if k in ("num_frames", "image_size",
+                                                                                      "audio_samples")}
+        extra = {k: v for k, v in (backbone or {}).items() if k in ("dropout", "attn_dropout")}
+        if pretrained:
+            vatt = load_pretrained(pretrained, droptoken=droptoken, **geometry, **extra)
+        else:
+            vatt = create_model(name, droptoken=droptoken, **geometry, **extra)
+        self.backbone = vatt.video if modality == "video" else vatt.audio
+        self.backbone.train()
+        if head_dropout is None:
+            head_dropout = 0.5 if modality == "video" else 0.0
+        prior = 1.0 / num_classes if multilabel else None
+        self.head = ClassifierHead(self.backbone.embed_dim, num_classes, head_dropout, prior)
+        self.modality, self.num_classes, self.multilabel = modality, num_classes, multilabel
+        self.label_smoothing, self.mixup_alpha = label_smoothing, mixup_alpha
+        self.optim_cfg = {"lr": 0.005, "momentum": 0.9, "weight_decay": 0.0, **dict(optimizer or {})}
+        self.sched_cfg = {"warmup_steps": 2500, "total_steps": None, **dict(scheduler or {})}
+        self.clip_backbone_grad_norm = clip_backbone_grad_norm
+        self.compile = compile
+        self.outputs = torch.nn.ModuleDict(
+            {stage: torch.nn.ModuleDict({k: CatMetric(nan_strategy="disable") for k in OUTPUT_KEYS})
+             for stage in ("val", "test")}
+        )
+
+    def configure_model(self) -> None:
+        if self.compile and not isinstance(self.backbone.transformer, torch._dynamo.eval_frame.OptimizedModule):
+            self.backbone.transformer.compile()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Clips ``[B, 3, T, H, W]`` / ``[B, S]`` -> logits ``[B, C]``."""
+        return self.head(self.backbone(x))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+        if target.ndim == 2:  # mixed-up soft targets
+            smooth = target * (1 - self.label_smoothing) + self.label_smoothing / self.num_classes
+            return torch.sum(-smooth * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch[self.modality], batch["label"]
+        if self.mixup_alpha > 0:
+            lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
+            perm = torch.randperm(x.shape[0], device=x.device)
+            x = lam * x + (1 - lam) * x[perm]
+            onehot = y.float() if self.multilabel else F.one_hot(y, self.num_classes).float()
+            y = lam * onehot + (1 - lam) * onehot[perm]
+        loss = self.loss(self(x), y)
+        bs = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        if "skipped" in batch:
+            self.log("data/skipped", batch["skipped"].sum().float(), on_step=False, on_epoch=True, reduce_fx="sum",
+                     sync_dist=True, batch_size=bs)
+        return loss
+
+    def _collect(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        x = batch[self.modality]
+        if stage == "test":  # [B, V, ...]: every view through the model, logits averaged per video
+            b, v = x.shape[:2]
+            logits = average_views(self(x.reshape(b * v, *x.shape[2:])).float(), v)
+        else:
+            logits = self(x).float()
+        labels = batch["label"].float() if self.multilabel else batch["label"].float()[:, None]
+        for key, value in (("logits", logits), ("labels", labels), ("valid", batch["valid"].float()[:, None])):
+            self.outputs[stage][key].update(value)
+        if stage == "val" and not self.multilabel:
+            self.log("val/loss", F.cross_entropy(logits, batch["label"]), batch_size=x.shape[0], sync_dist=True)
+        self.log(f"data/{stage}_skipped", batch["skipped"].sum().float(), on_step=False, on_epoch=True,
+                 reduce_fx="sum", sync_dist=True, batch_size=x.shape[0])
+
+    def _score(self, stage: str) -> None:
+        store = self.outputs[stage]
+        if not store["logits"].update_called:
+            return
+        out = {k: m.compute() for k, m in store.items()}
+        for m in store.values():
+            m.reset()
+        valid = out["valid"][:, 0].bool()
+        logits, labels = out["logits"][valid], out["labels"][valid]
+        if self.multilabel:
+            metrics = multilabel_metrics(torch.sigmoid(logits), labels)
+        else:
+            metrics = topk_accuracy(logits, labels[:, 0].long(), ks=(1, 5))
+        metrics = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
+        metrics[f"{stage}/num_videos"] = float(valid.sum())
+        self.log_dict(metrics, sync_dist=False)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test")
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        # the authors clip the backbone's gradient norm (0.75) and leave the classifier's alone
+        if self.clip_backbone_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in self.backbone.parameters() if p.grad is not None],
+                                           self.clip_backbone_grad_norm)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg, s = self.optim_cfg, self.sched_cfg
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+
+        def factor(step: int) -> float:
+            if step < s["warmup_steps"]:
+                return step / max(1, s["warmup_steps"])
+            if not s["total_steps"]:
+                # asked only after warmup, once the trainer knows its loaders (as in pretraining)
+                s["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            return cosine_with_warmup(step, s["warmup_steps"], s["total_steps"])
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,5 @@
+"""Downstream protocols on a pretrained VATT (plain PyTorch): feature extraction, linear probes, zero-shot retrieval.
+
+The entry point is ``python -m vatt.eval`` (``make eval``); fine-tuning is a
+LightningModule (``vatt.lightning.finetune``) trained by ``vatt.train``.
+"""

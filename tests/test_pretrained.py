@@ -1,0 +1,128 @@
+"""Weights in and out: load_pretrained from checkpoints and exports, encoders on their own, freezing towers."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import vatt
+from vatt.checkpoint import CheckpointError
+from vatt.export import main as export_main
+from vatt.pretrained import save_pretrained
+
+
+def _inputs(model, b: int = 2):
+    g = torch.Generator().manual_seed(0)
+    cfg = model.config
+    video = torch.rand(b, 3, cfg.num_frames, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
+    audio = torch.randn(b, cfg.audio_samples, generator=g)
+    text = torch.randint(1, cfg.vocab_size, (b, 6), generator=g)
+    return video, audio, text
+
+
+def _same_outputs(a, b) -> None:
+    video, audio, text = _inputs(a)
+    oa, ob = a.eval()(video=video, audio=audio, text=text), b.eval()(video=video, audio=audio, text=text)
+    for k in oa:
+        assert torch.equal(oa[k], ob[k]), k
+
+
+@pytest.mark.parametrize("name", ["tiny", "ma_tiny"])
+def test_export_then_load_gives_the_same_model_with_its_vocabulary(tmp_path, name):
+    torch.manual_seed(0)
+    model = vatt.create_model(name, vocab_size=6)
+    vocab = ["[PAD]", "[UNK]", "stir", "the", "pot", "slowly"]
+    path = save_pretrained(model, tmp_path / "m.safetensors", vocab=vocab)
+    loaded = vatt.load_pretrained(path)
+    assert loaded.config == model.config and loaded.vocab == vocab and not loaded.training
+    _same_outputs(model, loaded)
+    if name == "ma_tiny":  # the shared Transformer is stored once and shared again after loading
+        with safe_open(str(path), framework="pt") as f:
+            assert not [k for k in f.keys() if k.startswith(("audio.transformer", "text.transformer"))]
+        assert loaded.modality_agnostic
+
+
+def test_a_pretraining_checkpoint_loads_and_exports(tmp_path, demo_root):
+    from test_train import make_cfg, small_data
+
+    from vatt.train import train
+
+    train(make_cfg(tmp_path, [*small_data(demo_root), "debug=limit", "trainer.max_epochs=1"]))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    model = vatt.load_pretrained(ckpt)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.video.agg_token, state["model.video.agg_token"])
+    assert model.vocab[:2] == ["[PAD]", "[UNK]"] and len(model.vocab) == model.config.vocab_size
+    assert model.input == {"num_frames": 8, "fps": 10.0, "image_size": 64, "sample_rate": 16000, "max_words": 16}
+    out = export_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "tiny.safetensors")])
+    again = vatt.load_pretrained(out)
+    _same_outputs(model, again)
+    assert again.vocab == model.vocab and again.input == model.input
+
+
+def test_position_tables_are_resized_to_another_geometry(tmp_path):
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny")
+    path = save_pretrained(model, tmp_path / "m.safetensors")
+    big = vatt.load_pretrained(path, num_frames=16, image_size=96)
+    assert big.video.pos_embed.temporal.shape == (4, 128) and big.video.pos_embed.vertical.shape == (6, 128)
+    # the same interpolation the model applies on the fly to other inputs
+    from vatt.models import resize_table
+
+    assert torch.allclose(big.video.pos_embed.vertical, resize_table(model.video.pos_embed.vertical, 6))
+    assert big.encode_video(torch.zeros(1, 3, 16, 96, 96)).shape == (1, 128)
+
+
+def test_mismatches_name_the_tensors(tmp_path):
+    model = vatt.create_model("tiny")
+    path = save_pretrained(model, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    broken = dict(state)
+    del broken["heads.audio_to_va.bias"]
+    broken["extra.weight"] = torch.zeros(1)
+    save_file(broken, str(tmp_path / "b.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"1 missing tensor\(s\) \['heads.audio_to_va.bias'\], 1 unexpected tensor\(s\) \['extra.weight'\]"):
+        vatt.load_pretrained(tmp_path / "b.safetensors")
+    shaped = dict(state)
+    shaped["heads.text_to_vt.weight"] = torch.zeros(256, 64)
+    save_file(shaped, str(tmp_path / "s.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"tensor heads.text_to_vt.weight has shape \[256, 64\], the model needs \[256, 128\]"):
+        vatt.load_pretrained(tmp_path / "s.safetensors")
+    save_file(state, str(tmp_path / "n.safetensors"))
+    with pytest.raises(CheckpointError, match="no VATT build arguments"):
+        vatt.load_pretrained(tmp_path / "n.safetensors")
+    with pytest.raises(TypeError, match="unknown override"):
+        vatt.load_pretrained(path, frames=3)
+    with pytest.raises(ValueError, match=r"\.ckpt\) or an exported file \(\.safetensors\)"):
+        vatt.load_pretrained(tmp_path / "m.pt")
+
+
+def test_encoders_give_features_or_common_space_embeddings():
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny").eval()
+    video, audio, text = _inputs(model)
+    out = model(video=video, audio=audio, text=text)
+    assert torch.equal(model.encode_video(video), out["video"])
+    assert torch.equal(model.encode_video(video, space="va"), out["video_va"])
+    assert torch.equal(model.encode_video(video, space="vt"), out["video_vt"])
+    assert torch.equal(model.encode_audio(audio, space="va"), out["audio_va"])
+    assert torch.equal(model.encode_text(text, space="vt"), out["text_vt"])
+    unit = model.encode_text(text, space="vt", normalize=True)
+    assert torch.allclose(unit.norm(dim=-1), torch.ones(2)) and torch.allclose(unit, out["text_vt"] / out["text_vt"].norm(dim=-1, keepdim=True))
+    with pytest.raises(ValueError, match="space='vt'"):
+        model.encode_audio(audio, space="vt")
+
+
+def test_freezing_towers_stops_their_gradients_only():
+    model = vatt.create_model("tiny").freeze("video", "heads")
+    assert not any(p.requires_grad for p in model.video.parameters())
+    assert not any(p.requires_grad for p in model.heads.parameters())
+    assert all(p.requires_grad for p in model.audio.parameters())
+    with pytest.raises(ValueError, match="unknown tower"):
+        model.freeze("vision")
+    ma = vatt.create_model("ma_tiny").freeze("text")
+    assert not any(p.requires_grad for p in ma.video.transformer.parameters())  # shared
