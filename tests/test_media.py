@@ -70,3 +70,11 @@ def test_garbage_and_truncated_files_raise_media_error_naming_the_file(tmp_path)
     with pytest.raises(MediaError, match="cut.mp4"):
         read_clip(cut, 0.0, 4, 10, 16000, 6400)
     assert issubclass(MediaError, ValueError)
+
+
+def test_stretch_scales_height_and_width_independently_before_the_short_side_resize(tmp_path):
+    path = flash_and_click(tmp_path / "a.mp4")  # 48 high, 64 wide
+    clip = read_clip(path, 0.5, num_frames=2, fps=10, sample_rate=16000, num_samples=1600, short_side=64,
+                     stretch=(1.2, 0.8))
+    # 48 * 1.2 = 57.6 high, 64 * 0.8 = 51.2 wide; the short side (width) to 64: x1.25 -> 72 x 64
+    assert clip.video.shape == (2, 72, 64, 3)

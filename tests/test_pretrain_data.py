@@ -1,5 +1,6 @@
 """Pretraining data: manifests, caption selection, samples, batches, bad files."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from vatt.data.pretrain import ClipDataset, PretrainDataModule
 from vatt.data.tokenizer import WordTokenizer
 
 TINY = ClipConfig(num_frames=8, fps=10, image_size=64, sample_rate=16000, num_captions=5, max_words=16)
+UNIFORM = dataclasses.replace(TINY, sampling="uniform", max_caption_distance=None)
 
 
 def _caps(*spans):
@@ -103,7 +105,7 @@ def _ramp_dataset(tmp_path, augment):
     caps = [{"start": 0.0, "end": 1.0, "text": "alpha"}, {"start": 1.0, "end": 2.0, "text": "bravo"},
             {"start": 1.9, "end": 3.0, "text": "charlie"}, {"start": 3.0, "end": 4.0, "text": "delta"}]
     (tmp_path / "m.jsonl").write_text(json.dumps({"video": "r.mp4", "captions": caps}))
-    return ClipDataset(load_manifest(tmp_path / "m.jsonl").rows, WordTokenizer.from_words(WORDS), TINY, augment)
+    return ClipDataset(load_manifest(tmp_path / "m.jsonl").rows, WordTokenizer.from_words(WORDS), UNIFORM, augment)
 
 
 def test_validation_window_is_centred_and_deterministic(tmp_path):
@@ -120,7 +122,7 @@ def test_validation_window_is_centred_and_deterministic(tmp_path):
 
 
 def test_training_windows_lie_in_the_clip_and_follow_the_seeded_generator(tmp_path):
-    ds = _ramp_dataset(tmp_path, Augment(color_prob=0.0, hue=0.0))
+    ds = _ramp_dataset(tmp_path, Augment(color_prob=0.0, hue=0.0, scale_jitter_prob=0.0))
     slack = 4.0 - TINY.seconds
     starts = []
     for seed in range(6):
@@ -133,6 +135,63 @@ def test_training_windows_lie_in_the_clip_and_follow_the_seeded_generator(tmp_pa
         assert source_frames(sample["video"]) == expected
         starts.append(start)
     assert len({round(s, 3) for s in starts}) == 6  # the windows move
+
+def _long_ramp(tmp_path, clip: ClipConfig, augment=None):
+    """A 10 s clip (10 fps, grey level 10 + 2 i in frame i) with captions at known times."""
+    frames = np.stack([np.full((48, 64, 3), 10 + 2 * i, np.uint8) for i in range(100)])
+    write_av(tmp_path / "long.mp4", frames, 10, np.zeros(160_000, np.float32) + 0.1, 16000)
+    caps = [{"start": 0.0, "end": 1.0, "text": "alpha"}, {"start": 2.0, "end": 3.0, "text": "bravo"},
+            {"start": 6.0, "end": 7.0, "text": "charlie"}, {"start": 8.5, "end": 9.5, "text": "delta"}]
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": "long.mp4", "captions": caps}))
+    rows = load_manifest(tmp_path / "m.jsonl").rows
+    return ClipDataset(rows, WordTokenizer.from_words(WORDS), clip, augment), rows[0].captions
+
+
+def _start_of(video: torch.Tensor) -> float:
+    level = (float(video[:, 0].mean()) + 1) / 2 * 255
+    return round((level - 10) / 2) / 10  # source frame index at 10 fps -> seconds
+
+
+def _bag(sample) -> list[str]:
+    return [WORDS[i - 2] for i in sample["text"][:, 0].tolist() if i]
+
+
+def test_caption_aligned_validation_window_is_centred_on_the_middle_caption_and_drops_far_captions(tmp_path):
+    ds, _ = _long_ramp(tmp_path, dataclasses.replace(TINY, max_caption_distance=2.0))
+    s = ds[0]
+    # middle caption (index 2 of 4) = charlie [6, 7]: window [6.1, 6.9); delta is 1.6 s away, bravo 3.1 s, alpha 5.1 s
+    assert _start_of(s["video"]) == pytest.approx(6.1, abs=0.1)
+    assert _bag(s) == ["charlie", "delta"]
+
+
+def test_caption_aligned_training_windows_overlap_their_caption_and_bags_are_nearest_first(tmp_path):
+    clip = dataclasses.replace(TINY, max_caption_distance=2.0)
+    ds, caps = _long_ramp(tmp_path, clip, Augment(color_prob=0.0, scale_jitter_prob=0.0, hue=0.0))
+    by_text = {c.text: c for c in caps}
+    anchors = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        s = ds[0]
+        start = _start_of(s["video"])
+        end = start + clip.seconds
+        bag = [by_text[w] for w in _bag(s)]
+        anchors.add(bag[0].text)
+        assert bag[0].start < end + 0.1 and bag[0].end > start - 0.1  # the window overlaps its caption
+        gaps = [max(0.0, c.start - end, start - c.end) for c in bag]
+        assert all(g <= 2.0 + 0.1 for g in gaps) and gaps[1:] == sorted(gaps[1:])  # near, nearest first
+        left_out = [c for c in caps if c not in bag]
+        assert all(max(0.0, c.start - end, start - c.end) > 2.0 - 0.1 for c in left_out)  # K=5 > 4: only far ones
+    assert len(anchors) >= 3  # the caption is drawn at random
+
+
+def test_uniform_sampling_takes_the_nearest_caption_and_masks_it_when_too_far(tmp_path):
+    # centred window [4.6, 5.4): charlie (0.6 s away) is nearest by its middle, then bravo (1.6 s away)
+    for distance, bag in ((None, ["charlie", "bravo", "delta", "alpha"]), (1.0, ["charlie"]), (0.5, [])):
+        ds, _ = _long_ramp(tmp_path, dataclasses.replace(TINY, sampling="uniform", max_caption_distance=distance))
+        s = ds[0]
+        assert _start_of(s["video"]) == pytest.approx(4.6, abs=0.1)
+        assert _bag(s) == bag and s["text_mask"].sum() == len(bag)
+
 
 def test_clips_without_captions_have_an_all_false_text_mask(demo_root):
     ds = _dataset(demo_root)
@@ -238,3 +297,24 @@ def test_default_loader_workers_never_exceed_the_cores():
 
     cores = len(os.sched_getaffinity(0))
     assert default_num_workers(None) == min(4, cores) and default_num_workers(3) == 3
+
+
+def test_aspect_jitter_draws_independent_height_and_width_factors_with_its_probability(tmp_path, monkeypatch):
+    import vatt.data.clip as clipmod
+
+    seen = []
+    real = clipmod.read_clip
+
+    def spy(*args, **kwargs):
+        seen.append(args[7] if len(args) > 7 else kwargs.get("stretch"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clipmod, "read_clip", spy)
+    ds = _ramp_dataset(tmp_path, Augment(color_prob=0.0, hue=0.0))
+    for seed in range(200):
+        torch.manual_seed(seed)
+        ds.load(0)
+    stretched = [s for s in seen if s is not None]
+    assert 0.72 <= len(stretched) / len(seen) <= 0.88  # p = 0.8
+    assert all(0.8 <= f <= 1.2 for s in stretched for f in s)
+    assert np.corrcoef(np.array(stretched).T)[0, 1] < 0.3  # height and width drawn independently

@@ -176,6 +176,9 @@ def test_ddp_on_two_cpu_processes_runs(tmp_path, demo_root):
     proc = _run(["trainer=ddp_cpu", "debug=fdr", *small_data(demo_root)], cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert "distributed_backend=gloo" in out and "All distributed processes registered. Starting with 2 processes" in out
+    # two processes train: SyncBatchNorm is asked for, and on CPU the log says why it is off
+    assert "SyncBatchNorm is off: PyTorch synchronises BatchNorm only for GPU/XPU tensors" in out
+    assert "global batch 4 = 2 device(s) x 2 clips per device" in out
 
 
 @pytest.mark.slow

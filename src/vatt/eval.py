@@ -147,14 +147,11 @@ def run_retrieval(cfg: DictConfig, model: VATT, listing: Listing, tokenizer: Wor
 
 
 def model_tokenizer(model: VATT) -> WordTokenizer:
-    """The words a pretrained model's word table was trained with ([PAD], [UNK] first in every vocabulary)."""
+    """The words a pretrained model's word table was trained with (index = word id)."""
     if model.vocab is None:
         raise ValueError(f"{model.config} came without its caption vocabulary; export the checkpoint with "
                          "`make export` next to its tokenizer.json, or evaluate the .ckpt where it was trained")
-    tok = WordTokenizer.from_words(model.vocab[2:])
-    if tok.vocab_size != len(model.vocab):
-        raise ValueError(f"the model's vocabulary of {len(model.vocab)} words does not rebuild ({tok.vocab_size})")
-    return tok
+    return WordTokenizer.from_vocab(model.vocab)
 
 
 def caption_tokenizer(listing: Listing) -> WordTokenizer:

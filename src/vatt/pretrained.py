@@ -5,7 +5,7 @@
   returns the VATT model it holds, built from the arguments stored with the
   weights: no model name has to be repeated. Overrides change the geometry
   (``num_frames=64, image_size=320``): position tables are resized to it, as for
-  fine-tuning at higher resolution (paper Sec. 4.3).
+  fine-tuning at higher resolution (paper §3.1, §4; docs/vatt.md §2).
 - ``save_pretrained(model, path, vocab)`` writes backbone + FAC heads, the model's
   build arguments and the caption vocabulary into one ``.safetensors`` file
   (``python -m vatt.export`` / ``make export`` do it from a checkpoint).

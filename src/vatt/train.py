@@ -24,7 +24,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vatt.checkpoint import read_checkpoint
 from vatt.lightning.callbacks import RandomState, RunConfig
@@ -134,6 +134,65 @@ def write_metrics_json(metrics: dict[str, float], datamodule: Any, run_dir: Path
     return path
 
 
+def devices_in_use(trainer: DictConfig) -> int:
+    """How many processes train: devices per node x nodes, resolving ``-1``/``"auto"`` as Lightning does."""
+    devices, accelerator = trainer.get("devices", "auto"), str(trainer.get("accelerator", "auto"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if isinstance(devices, str) and "," in devices:
+        n = len([d for d in devices.split(",") if d.strip()])
+    elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        n = int(devices)
+    elif isinstance(devices, int):
+        n = devices
+    elif devices is not None and not isinstance(devices, str):  # a list of device ids
+        n = len(devices)
+    else:
+        n = -1
+    if n == -1:
+        n = torch.cuda.device_count() if gpu else 1
+    return max(1, n) * int(trainer.get("num_nodes", 1) or 1)
+
+
+def configure_batch(cfg: DictConfig) -> int:
+    """Derive the per-device batch from ``data.global_batch_size`` (the paper's 2048) and say what the global batch is.
+
+    Every clip of the global batch is a negative for every other one (the losses
+    gather over all devices), so the global batch, not the per-device one, is what
+    compares with the paper. Returns the number of devices.
+    """
+    world = devices_in_use(cfg.trainer)
+    total = cfg.data.get("global_batch_size")
+    if total:
+        if total % world:
+            raise ValueError(
+                f"data.global_batch_size={total} is not divisible by the {world} devices this run trains on; "
+                f"choose a multiple of {world}, or set data.global_batch_size=null and data.batch_size (per device)"
+            )
+        cfg.data.batch_size = total // world
+    per = cfg.data.batch_size
+    _info("global batch %d = %d device(s) x %d clips per device", per * world, world, per)
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    if accumulate > 1:
+        _info("accumulate_grad_batches=%d adds up gradients of %d steps, but each step's contrastive loss still sees "
+              "only %d clips: accumulation does not add NCE negatives", accumulate, accumulate, per * world)
+    return world
+
+
+def configure_sync_batchnorm(cfg: DictConfig, world: int) -> None:
+    """SyncBatchNorm in the FAC heads whenever several devices train (the authors' cross-replica BN)."""
+    if world <= 1:
+        return
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    with open_dict(cfg.trainer):
+        cfg.trainer.sync_batchnorm = gpu
+    if gpu:
+        _info("SyncBatchNorm: BatchNorm statistics are synchronised over the %d devices", world)
+    else:
+        _info("SyncBatchNorm is off: PyTorch synchronises BatchNorm only for GPU/XPU tensors, so each of the %d CPU "
+              "processes keeps its own BatchNorm statistics", world)
+
+
 def _needs_final_validation(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule) -> bool:
     return (
         not trainer.interrupted
@@ -151,6 +210,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    configure_sync_batchnorm(cfg, configure_batch(cfg))
 
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     if rank_zero_only.rank == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0:

@@ -1,7 +1,7 @@
 """The per-clip pipeline every dataset shares: window -> decode -> augment -> captions -> tensors.
 
 Clip geometry (``ClipConfig``), training augmentation (``Augment``, the paper's
-Sec. 4.1 / `docs/`), the choice of a clip's captions (``select_captions``) and the
+§4.1 and docs/vatt.md §6), the choice of a clip's captions (``select_captions``) and the
 conversion of decoded frames and audio to model inputs. Pretraining DataModules,
 the shard reader, downstream datasets and the benchmarks all import from here;
 decoding itself is ``vatt.data.media.read_clip``.
@@ -21,10 +21,23 @@ from .media import probe_duration, read_clip
 from .tokenizer import WordTokenizer
 
 
-def select_captions(captions: list[Caption], start: float, end: float, k: int) -> list[str]:
-    """The caption overlapping ``[start, end)`` most (else the nearest), then its nearest neighbours, up to k.
+def caption_gap(c: Caption, start: float, end: float) -> float:
+    """Seconds between a caption and the window ``[start, end)`` (0 when they overlap)."""
+    return max(0.0, c.start - end, start - c.end)
 
-    Index 0 is always the caption of the window itself (used for retrieval).
+
+def select_captions(
+    captions: list[Caption], start: float, end: float, k: int, anchor: int | None = None,
+    max_distance: float | None = None,
+) -> list[str]:
+    """The window's MIL-NCE bag: its own caption, then the nearest neighbours in time, up to ``k``.
+
+    The window's own caption is ``captions[anchor]`` (caption-aligned sampling chose
+    it) or, without an anchor, the one overlapping ``[start, end)`` most, else the
+    nearest. Neighbours are added nearest-first by time. Captions farther than
+    ``max_distance`` seconds from the window are left out (the anchor too): a caption
+    said long before or after the clip is a wrong positive. Index 0 is the window's
+    own caption (used for retrieval).
     """
     if not captions:
         return []
@@ -34,7 +47,7 @@ def select_captions(captions: list[Caption], start: float, end: float, k: int) -
         overlap = min(end, c.end) - max(start, c.start)
         return -overlap if overlap > 0 else abs((c.start + c.end) / 2 - mid)
 
-    centre = min(range(len(captions)), key=lambda j: (distance(captions[j]), j))
+    centre = anchor if anchor is not None else min(range(len(captions)), key=lambda j: (distance(captions[j]), j))
     chosen, lo, hi = [centre], centre - 1, centre + 1
     while len(chosen) < k and (lo >= 0 or hi < len(captions)):
         take_lo = hi >= len(captions) or (lo >= 0 and mid - captions[lo].end <= captions[hi].start - mid)
@@ -44,18 +57,39 @@ def select_captions(captions: list[Caption], start: float, end: float, k: int) -
         else:
             chosen.append(hi)
             hi += 1
+    if max_distance is not None:
+        chosen = [j for j in chosen if caption_gap(captions[j], start, end) <= max_distance]
     return [captions[j].text for j in chosen]
 
+
+SAMPLINGS = ("caption", "uniform")
 
 
 @dataclass
 class ClipConfig:
+    """A clip's geometry and how its window and captions are chosen (docs/vatt.md §5-6).
+
+    ``sampling="caption"``: a training window is placed so that it overlaps a
+    randomly chosen caption (validation: centred on the middle caption), and the
+    MIL-NCE bag is that caption plus its neighbours in time; clips without captions
+    get uniform windows. ``"uniform"``: the window is uniform over the video
+    (validation: centred) and the bag starts from the caption it overlaps most.
+    ``max_caption_distance`` (seconds, null = any) leaves captions farther from the
+    window out of the bag. K = ``num_captions`` (paper: 5 = the window's caption + 4).
+    """
+
     num_frames: int = 32
     fps: float = 10.0
     image_size: int = 224
     sample_rate: int = 48_000
     num_captions: int = 5
     max_words: int = 16
+    sampling: str = "caption"
+    max_caption_distance: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"data.sampling={self.sampling!r}: choose one of {SAMPLINGS}")
 
     @classmethod
     def of(cls, value: dict | ClipConfig | None) -> ClipConfig:
@@ -73,10 +107,13 @@ class ClipConfig:
 
 @dataclass
 class Augment:
-    """Training augmentation (DESIGN §3.9). Set a probability to 0 to switch a step off."""
+    """Training augmentation (paper §4.1; docs/vatt.md §6). Set a probability to 0 to switch a step off."""
 
     scale_jitter: tuple[float, float] = (0.8, 1.2)
     scale_jitter_prob: float = 0.8
+    # "aspect": independent height and width factors before the short-side resize (the authors');
+    # "uniform": one factor for the short side (zoom)
+    scale_jitter_mode: str = "aspect"
     flip_prob: float = 0.5
     color_prob: float = 0.8
     brightness: float = 32 / 255
@@ -222,6 +259,25 @@ def audio_to_tensor(wave: np.ndarray, augment: Augment | None, gen: torch.Genera
     return x
 
 
+def choose_window(
+    captions: list[Caption], duration: float, clip: ClipConfig, train: bool, gen: torch.Generator | None = None
+) -> tuple[float, int | None]:
+    """The window start and, with caption-aligned sampling, the index of the caption it was placed around."""
+    slack = max(0.0, duration - clip.seconds)
+    if clip.sampling == "uniform" or not captions:
+        return (_uniform(0.0, slack, gen) if train else slack / 2), None
+    if train:
+        anchor = int(torch.randint(0, len(captions), (), generator=gen))
+        c = captions[anchor]
+        # every start in (c.start - seconds, c.end) overlaps the caption; keep the window inside the video
+        lo, hi = max(0.0, c.start - clip.seconds), min(slack, c.end)
+        start = _uniform(lo, hi, gen) if hi > lo else min(max(lo, 0.0), slack)
+        return start, anchor
+    anchor = len(captions) // 2
+    c = captions[anchor]
+    return min(max((c.start + c.end) / 2 - clip.seconds / 2, 0.0), slack), anchor
+
+
 def clip_sample(
     src: str | Path | bytes,
     captions: list[Caption],
@@ -233,20 +289,21 @@ def clip_sample(
 ) -> dict[str, torch.Tensor]:
     """The per-clip pipeline every dataset shares: window -> decode -> augment -> K captions -> tokens.
 
-    ``augment=None`` is validation: centred window, no augmentation. ``gen`` makes
-    the random choices reproducible (streaming shards seed it per epoch and sample,
-    so a resumed run draws the same windows and augmentations).
+    ``augment=None`` is validation: a deterministic window, no augmentation. ``gen``
+    makes the random choices reproducible (streaming shards seed it per epoch and
+    sample, so a resumed run draws the same windows and augmentations).
     """
     if duration is None:
         duration = probe_duration(src)
-    slack = max(0.0, duration - clip.seconds)
-    start = _uniform(0.0, slack, gen) if augment is not None else slack / 2
-    short = clip.image_size
+    start, anchor = choose_window(captions, duration, clip, augment is not None, gen)
+    short, stretch = clip.image_size, None
     if augment is not None and _rand(gen) < augment.scale_jitter_prob:
-        # zooming out below the crop size is clamped: the crop must fit in the frame
-        short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
-    media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short)
-    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions)
+        if augment.scale_jitter_mode == "aspect":
+            stretch = (_uniform(*augment.scale_jitter, gen), _uniform(*augment.scale_jitter, gen))
+        else:  # zooming out below the crop size is clamped: the crop must fit in the frame
+            short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
+    media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short, stretch)
+    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions, anchor, clip.max_caption_distance)
     text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
     if texts:
         text[: len(texts)] = tokenizer(texts, clip.max_words)

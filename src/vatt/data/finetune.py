@@ -38,6 +38,7 @@ class DownstreamDataModule(L.LightningDataModule):
         augment: dict | Augment | None = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
+        global_batch_size: int | None = None,
         num_workers: int | None = None,
         num_windows: int = 4,
         num_crops: int = 3,
@@ -50,7 +51,7 @@ class DownstreamDataModule(L.LightningDataModule):
         experiment_hint: str = "",
     ) -> None:
         super().__init__()
-        del label, retrieval_options  # only feed `options` / the retrieval task
+        del label, retrieval_options, global_batch_size  # feed `options` / the retrieval task / train.py
         if root is None or str(root) in ("", "???"):
             raise ValueError(f"data.root is not set{experiment_hint}: point it at your copy of {name} in its official "
                              f"layout, e.g. `make train experiment=finetune_{name} data.root=/data/{name} pretrained=PATH`")

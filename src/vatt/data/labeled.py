@@ -1,7 +1,7 @@
 """Labelled clips of the downstream benchmarks -> model inputs (one decode path: ``read_clip``).
 
 ``LabeledClipDataset`` turns the ``Item``s of a ``vatt.data.downstream`` listing
-into samples, in one of three modes (the paper's protocols, Sec. 4.3 and `docs/`):
+into samples, in one of three modes (the paper's protocols, §4 and docs/vatt.md §7):
 
 - ``train``: one random window, Inception-style random resized crop, flip and
   colour jitter (video) or one random window (audio): fine-tuning;

@@ -88,9 +88,12 @@ def probe_duration(src: str | Path | bytes) -> float:
         return max(durations, default=0.0)
 
 
-def _resize_dims(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+def _resize_dims(width: int, height: int, short_side: int | None,
+                 stretch: tuple[float, float] | None = None) -> tuple[int, int]:
+    if stretch is not None:  # (height, width) factors: an aspect-ratio change before the short-side resize
+        height, width = height * stretch[0], width * stretch[1]
     if short_side is None:
-        return width, height
+        return round(width), round(height)
     scale = short_side / min(width, height)
     # never below the short side (rounding could make the long side 1 pixel short)
     return max(short_side, round(width * scale)), max(short_side, round(height * scale))
@@ -128,6 +131,7 @@ def read_clip(
     sample_rate: int,
     num_samples: int,
     short_side: int | None = None,
+    stretch: tuple[float, float] | None = None,
 ) -> Clip:
     """Decode the window ``[start, start + num_frames / fps)`` of a media file.
 
@@ -135,7 +139,9 @@ def read_clip(
     - ``start``: seconds from the beginning of the media (the container start time
       is subtracted, see the module docstring).
     - Frames: for each target time ``start + i / fps``, the frame displayed at that
-      time, resized so the short side is ``short_side`` (None keeps the size).
+      time, resized so the short side is ``short_side`` (None keeps the size);
+      ``stretch=(fh, fw)`` first scales height and width by independent factors (the
+      aspect-ratio jitter of training), in the same resize.
       Frames without timestamps (raw streams) are placed by index and stream rate.
     - Audio: ``num_samples`` mono samples at ``sample_rate`` from ``start``,
       downmixed and resampled with torchaudio; zeros where the file has no audio.
@@ -170,7 +176,7 @@ def read_clip(
         for seek_to in (*tries, None):
             try:
                 return _decode(container, name, vstream, astream, seek_to, untimed,
-                               start, num_frames, fps, short_side, sample_rate, num_samples)
+                               start, num_frames, fps, short_side, sample_rate, num_samples, stretch)
             except _Retry:
                 # reopen rather than seek again: the demuxer may sit at EOF after a bad landing
                 container.close()
@@ -183,7 +189,7 @@ def read_clip(
 
 
 def _decode(container, name, vstream, astream, seek_to, untimed, start, num_frames, fps, short_side,
-            sample_rate, num_samples) -> Clip:
+            sample_rate, num_samples, stretch=None) -> Clip:
     """One decode of the window, after seeking to ``seek_to`` (None: from the beginning)."""
     origin = container.start_time / av.time_base if container.start_time is not None else 0.0
     want_video = num_frames > 0
@@ -194,7 +200,7 @@ def _decode(container, name, vstream, astream, seek_to, untimed, start, num_fram
     a_end = start + num_samples / sample_rate
     end = max(v_end, a_end)
     seeked = seek_to is not None
-    video = _VideoSampler(vstream, origin, start, num_frames, fps, short_side, untimed, seeked) if want_video else None
+    video = _VideoSampler(vstream, origin, start, num_frames, fps, short_side, untimed, seeked, stretch) if want_video else None
     audio = _AudioCollector(astream, origin, start, num_samples / sample_rate, seeked) if astream else None
     if seeked:
         try:
@@ -295,7 +301,7 @@ class _VideoSampler:
     """Keeps, for each target time, the last frame whose timestamp is <= that time."""
 
     def __init__(self, stream, origin: float, start: float, num_frames: int, fps: float, short_side: int | None,
-                 untimed: bool, seeked: bool) -> None:
+                 untimed: bool, seeked: bool, stretch: tuple[float, float] | None = None) -> None:
         self.tb = float(stream.time_base) if stream.time_base else 0.0
         self.origin = origin
         self.stream_rate = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
@@ -306,7 +312,7 @@ class _VideoSampler:
         self.stream_start = float(s0 * stream.time_base) - origin if s0 is not None and not untimed else 0.0
         self.start = start
         self.times = start + np.arange(num_frames) / fps
-        self.short_side = short_side
+        self.short_side, self.stretch = short_side, stretch
         self.out: list[np.ndarray | None] = [None] * num_frames
         self.next = 0  # first target not yet assigned
         self.first: float | None = None  # time of the first decoded frame
@@ -324,7 +330,7 @@ class _VideoSampler:
 
     def _rgb(self) -> np.ndarray:
         if self.last_rgb is None:
-            w, h = _resize_dims(self.last.width, self.last.height, self.short_side)
+            w, h = _resize_dims(self.last.width, self.last.height, self.short_side, self.stretch)
             rgb = self.reformatter.reformat(self.last, width=w, height=h, format="rgb24", interpolation="BILINEAR")
             self.last_rgb = rgb.to_ndarray()
         return self.last_rgb

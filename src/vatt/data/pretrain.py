@@ -1,6 +1,6 @@
 """Pretraining data: manifest rows -> (video, audio, K captions) samples -> batches.
 
-Per clip (DESIGN §3.9): draw one window of ``num_frames / fps`` seconds (train:
+Per clip (paper §4.1; docs/vatt.md §6): draw one window of ``num_frames / fps`` seconds (train:
 uniform; val: centred), decode its frames and the audio of the same window with
 ``read_clip``, augment (scale jitter + random crop, flip, colour jitter; audio
 noise), pick the caption that overlaps the window plus its temporal neighbours up
@@ -15,6 +15,7 @@ Batch: ``video`` float [B, 3, T, H, W] in [-1, 1], ``audio`` float [B, S],
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -113,8 +114,8 @@ class CaptionDataModule(L.LightningDataModule):
         return None
 
     def model_kwargs(self) -> dict:
-        """What the model needs from the data: the size of its word table."""
-        return {"vocab_size": self.vocab_size}
+        """What the model needs from the data: the size of its word table and the words (for word vectors)."""
+        return {"vocab_size": self.vocab_size, "vocab": self.load_tokenizer().words}
 
 
 class PretrainDataModule(CaptionDataModule):
@@ -130,8 +131,11 @@ class PretrainDataModule(CaptionDataModule):
         path: str | None,
         clip: dict | ClipConfig | None = None,
         augment: dict | Augment | None = None,
+        sampling: str = "caption",
+        max_caption_distance: float | None = 10.0,
         batch_size: int = 32,
         val_batch_size: int | None = None,
+        global_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = False,
@@ -144,6 +148,7 @@ class PretrainDataModule(CaptionDataModule):
         experiment_hint: str = "",
     ) -> None:
         super().__init__()
+        del global_batch_size  # train.py derives batch_size from it
         if path is None or str(path) in ("", "???"):
             raise ValueError(
                 f"data.path is not set{experiment_hint}: point it at a folder holding train.jsonl and val.jsonl "
@@ -151,7 +156,8 @@ class PretrainDataModule(CaptionDataModule):
                 "e.g. `make train experiment=vatt_mbs data.path=/data/howto100m`, or train on the demo data with data=demo"
             )
         self.path = Path(path)
-        self.clip, self.augment = ClipConfig.of(clip), Augment.of(augment)
+        self.clip = dataclasses.replace(ClipConfig.of(clip), sampling=sampling, max_caption_distance=max_caption_distance)
+        self.augment = Augment.of(augment)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = default_num_workers(num_workers)

@@ -20,6 +20,7 @@ window -> decode from memory -> augment -> K captions -> tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -130,8 +131,11 @@ class ShardsDataModule(CaptionDataModule):
         val_sources: list[dict] | None = None,
         clip: dict | ClipConfig | None = None,
         augment: dict | Augment | None = None,
+        sampling: str = "caption",
+        max_caption_distance: float | None = 10.0,
         batch_size: int = 32,
         val_batch_size: int | None = None,
+        global_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -142,7 +146,7 @@ class ShardsDataModule(CaptionDataModule):
         experiment_hint: str = "",
     ) -> None:
         super().__init__()
-        del path, val_path  # shortcuts that only feed the config's default sources
+        del path, val_path, global_batch_size  # shortcuts for the sources; train.py derives batch_size
         if not sources or any(not s.get("path") for s in sources):
             raise ValueError(
                 f"data.sources is not set{experiment_hint}: give prepared shard folders/URLs, e.g. "
@@ -151,7 +155,8 @@ class ShardsDataModule(CaptionDataModule):
             )
         self.sources = [dict(s) for s in sources]
         self.val_sources = [dict(s) for s in (val_sources or []) if s.get("path")]
-        self.clip, self.augment = ClipConfig.of(clip), Augment.of(augment)
+        self.clip = dataclasses.replace(ClipConfig.of(clip), sampling=sampling, max_caption_distance=max_caption_distance)
+        self.augment = Augment.of(augment)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = default_num_workers(num_workers)

@@ -1,4 +1,4 @@
-"""Fine-tuning a pretrained VATT tower on a labelled benchmark (paper Sec. 4.3).
+"""Fine-tuning a pretrained VATT tower on a labelled benchmark (paper §4; docs/vatt.md §7).
 
 ``VATTFinetuneModule`` = the pretrained video (or audio) Transformer + dropout +
 a linear head, trained with the authors' defaults (their ``Finetune`` experiment

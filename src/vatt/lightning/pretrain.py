@@ -61,7 +61,7 @@ class VATTPretrainModule(L.LightningModule):
     ``backbone`` holds further ``create_model`` overrides, ``input`` the clip
     geometry (frames, fps, image size, sample rate, words), ``loss`` the
     temperature and λ (``mil_nce_weight``), ``optimizer``/``scheduler`` Adam and the
-    warmup + half-cosine schedule (DESIGN §3.8). ``total_steps: null`` uses the
+    warmup + half-cosine schedule (paper §4.1; docs/vatt.md §6). ``total_steps: null`` uses the
     trainer's estimate.
     """
 
@@ -77,11 +77,15 @@ class VATTPretrainModule(L.LightningModule):
         optimizer: dict | None = None,
         scheduler: dict | None = None,
         compile: bool = False,
+        word_vectors: str | None = None,
+        word_vectors_trainable: bool = False,
+        vocab: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["vocab"])  # the words live in the tokenizer file, not in every checkpoint
         kwargs = model_kwargs(name, droptoken, droptoken_per_sample, vocab_size, input, backbone)
         self.model = create_model(kwargs.pop("name"), **kwargs)
+        self.load_word_vectors(word_vectors, vocab, word_vectors_trainable)
         self.loss_cfg = {"temperature": 0.07, "mil_nce_weight": 1.0, **dict(loss or {})}
         self.optim_cfg = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.0, **dict(optimizer or {})}
         self.sched_cfg = {"warmup_steps": 5000, "total_steps": 500_000, "final_lr": 5e-5, **dict(scheduler or {})}
@@ -95,6 +99,21 @@ class VATTPretrainModule(L.LightningModule):
         self._total_steps: int | None = None
         self._skipped_total: torch.Tensor | int = 0  # samples the loaders skipped since the run began (this rank)
         self.last_validated_step: int | None = None
+
+    def load_word_vectors(self, path: str | None, vocab: list[str] | None, trainable: bool) -> None:
+        """Fill the word table from a word2vec/GloVe file for the tokenizer's words (frozen unless ``trainable``)."""
+        embed = self.model.text.embed
+        if path is None:
+            msg = ("word table: %d words, randomly initialised and trained (no model.word_vectors file; the paper "
+                   "uses frozen word2vec vectors)")
+            (log.warning if self.hparams.name != "tiny" else log.info)(msg, embed.weight.shape[0])
+            return
+        if vocab is None:
+            raise ValueError("model.word_vectors needs the tokenizer's words (train.py passes them from the data module)")
+        found = embed.load_vectors(path, vocab, freeze=not trainable)
+        log.info("word vectors: %d of %d vocabulary words found in %s (the others, [UNK] among them, start as small "
+                 "random vectors; [PAD] is zero); the table is %s", found, len(vocab), path,
+                 "trained" if trainable else "frozen")
 
     def configure_model(self) -> None:
         if self.compile and not isinstance(self.model.video.transformer, torch._dynamo.eval_frame.OptimizedModule):
@@ -197,7 +216,7 @@ class VATTPretrainModule(L.LightningModule):
             log.info("epoch %d step %d: %s", self.current_epoch, self.global_step, shown)
 
     def lr_at(self, step: int) -> float:
-        """Learning rate at optimizer step ``step`` (DESIGN §3.8)."""
+        """Learning rate at optimizer step ``step`` (docs/vatt.md §6)."""
         s = self.sched_cfg
         if step < s["warmup_steps"]:
             return warmup_cosine(step, s["warmup_steps"], s["warmup_steps"] + 1, self.optim_cfg["lr"], s["final_lr"])

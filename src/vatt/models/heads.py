@@ -12,7 +12,7 @@ class ClassifierHead(nn.Module):
     """Dropout + a linear layer on the pooled ``[AGG]`` feature: ``[B, D]`` -> logits ``[B, C]``.
 
     The paper fine-tunes with dropout 0.5 before the head for video and none for
-    audio (Sec. 4.3). ``prior`` sets the bias so that a sigmoid head starts at
+    audio (paper §4; docs/vatt.md §7). ``prior`` sets the bias so that a sigmoid head starts at
     probability ``prior`` per class (``1/C`` for AudioSet: bias = -log(C - 1)),
     which keeps the first multi-label steps from being dominated by the many
     negatives.

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LN_EPS = 1e-6  # VATT uses LayerNorm eps 1e-6 everywhere (DESIGN §3.1)
+LN_EPS = 1e-6  # VATT uses LayerNorm eps 1e-6 everywhere (docs/vatt.md §1)
 
 
 class Attention(nn.Module):
@@ -76,19 +76,26 @@ class Mlp(nn.Module):
         return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
+NORMS = ("layer", "layer_nobias", "rms")
+
+
 def make_norm(kind: str, dim: int) -> nn.Module:
-    """``"layer"`` (LayerNorm, used by ViT-style encoders) or ``"rms"`` (T5)."""
+    """``"layer"`` (LayerNorm: ViT-style encoders), ``"layer_nobias"`` (LayerNorm with a scale but no
+    bias: the T5 text encoder's feed-forward norm in the authors' code) or ``"rms"`` (T5's RMS norm)."""
     if kind == "layer":
         return nn.LayerNorm(dim, eps=LN_EPS)
+    if kind == "layer_nobias":
+        return nn.LayerNorm(dim, eps=LN_EPS, bias=False)
     if kind == "rms":
         return nn.RMSNorm(dim, eps=LN_EPS)
-    raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block (DESIGN §3.1).
+    """Pre-norm Transformer block (paper §3.3; docs/vatt.md §1).
 
-    ``x = x + drop(attn(norm(x)))``; ``x = x + drop(W2(drop(gelu(W1(norm(x))))))``.
+    ``x = x + drop(attn(norm1(x)))``; ``x = x + drop(W2(drop(gelu(W1(norm2(x))))))``.
+    ``norm`` is norm1's kind, ``mlp_norm`` norm2's (default: the same).
     """
 
     def __init__(
@@ -101,11 +108,12 @@ class Block(nn.Module):
         bias: bool = True,
         norm: str = "layer",
         attn_scale: float | None = None,
+        mlp_norm: str | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = make_norm(norm, dim)
         self.attn = Attention(dim, num_heads, bias=bias, attn_drop=attn_drop, proj_drop=drop, scale=attn_scale)
-        self.norm2 = make_norm(norm, dim)
+        self.norm2 = make_norm(mlp_norm or norm, dim)
         self.mlp = Mlp(dim, mlp_dim, bias=bias, drop=drop)
         self.drop = nn.Dropout(drop)
 
@@ -117,6 +125,7 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A stack of pre-norm blocks followed by a final norm.
 
+    ``mlp_norm`` sets the kind of each block's feed-forward norm (default ``norm``).
     ``grad_checkpointing = True`` recomputes each block in backward
     (activation checkpointing) to trade compute for memory.
     """
@@ -132,11 +141,12 @@ class Transformer(nn.Module):
         bias: bool = True,
         norm: str = "layer",
         attn_scale: float | None = None,
+        mlp_norm: str | None = None,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_dim, drop, attn_drop, bias, norm, attn_scale) for _ in range(depth)
+            Block(dim, num_heads, mlp_dim, drop, attn_drop, bias, norm, attn_scale, mlp_norm) for _ in range(depth)
         )
         self.norm = make_norm(norm, dim)
         self.grad_checkpointing = False
@@ -198,7 +208,7 @@ def resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class SpatioTemporalPositions(nn.Module):
-    """Factorised learnable video positions (DESIGN §3.3).
+    """Factorised learnable video positions (paper §3.1; docs/vatt.md §2).
 
     Temporal, vertical and horizontal tables are summed per (t, h, w) position,
     LayerNorm is applied to that sum, the result is added to the tokens, then

@@ -3,7 +3,7 @@
 One file, top to bottom: modality encoders (video/audio patches, T5 text),
 the common-space (FAC) heads, the full model, then the preset table and
 ``create_model``. Sizes and compositions are data (``SIZES``, ``PRESETS``), not
-subclasses. See ``DESIGN.md`` §3 for the facts these follow.
+subclasses. docs/vatt.md states the paper facts these follow.
 
 Shapes: B batch, K captions per clip, L words, N tokens, C width.
 """
@@ -60,6 +60,7 @@ class ModalityEncoder(nn.Module):
         droptoken: DropToken | None = None,
         pre_proj: nn.Module | None = None,
         post_proj: nn.Module | None = None,
+        final_drop: float = 0.0,
     ) -> None:
         super().__init__()
         self.embed = embed
@@ -68,6 +69,8 @@ class ModalityEncoder(nn.Module):
         self.droptoken = droptoken if droptoken is not None else nn.Identity()
         self.agg_token = nn.Parameter(torch.zeros(1, 1, transformer.dim))
         self.transformer = transformer
+        # the authors' encoders apply dropout to the output of the final LayerNorm
+        self.final_drop = nn.Dropout(final_drop)
         self.post_proj = post_proj if post_proj is not None else nn.Identity()
         self.embed_dim = embed_dim
 
@@ -82,7 +85,7 @@ class ModalityEncoder(nn.Module):
             attn_bias = padding_bias(padding_mask)
         agg = self.agg_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         x = self.transformer(torch.cat([agg, tokens], dim=1), attn_bias)  # B, 1+N, C
-        return self.post_proj(x)
+        return self.post_proj(self.final_drop(x))
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_features(x, padding_mask)[:, 0]
@@ -120,12 +123,14 @@ class WordEmbed(nn.Module):
 
 
 class T5TextEncoder(nn.Module):
-    """The modality-specific text encoder (DESIGN §3.2-3.3).
+    """The modality-specific text encoder (paper §3.1, §3.3; docs/vatt.md §2).
 
     word vectors (300-d) -> prepend a 300-d [AGG] -> bias-free Linear + GELU to
-    the width -> T5 Transformer: RMS norm, no biases, no 1/sqrt(d) score scaling,
+    the width -> T5 Transformer: RMS norm before attention, a bias-free LayerNorm
+    (mean subtracted) before the feed-forward layer (``mlp_norm``, the authors'
+    code; ``"rms"`` gives plain T5), no biases, no 1/sqrt(d) score scaling,
     relative position bias (32 buckets, max distance 64) computed once and shared
-    by all layers -> final RMS norm. No absolute positions.
+    by all layers -> final RMS norm -> dropout. No absolute positions.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class T5TextEncoder(nn.Module):
         attn_drop: float = 0.1,
         num_buckets: int = 32,
         max_distance: int = 64,
+        mlp_norm: str = "layer_nobias",
     ) -> None:
         super().__init__()
         self.embed = WordEmbed(vocab_size, word_dim)
@@ -147,7 +153,9 @@ class T5TextEncoder(nn.Module):
         self.proj = LinearGELU(word_dim, dim, bias=False)
         self.drop = nn.Dropout(drop)
         self.rel_pos = RelativePositionBias(num_heads, num_buckets, max_distance)
-        self.transformer = Transformer(dim, depth, num_heads, mlp_dim, drop, attn_drop, bias=False, norm="rms", attn_scale=1.0)
+        self.transformer = Transformer(
+            dim, depth, num_heads, mlp_dim, drop, attn_drop, bias=False, norm="rms", attn_scale=1.0, mlp_norm=mlp_norm
+        )
         self.embed_dim = dim
 
     def forward_features(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
@@ -165,7 +173,7 @@ class T5TextEncoder(nn.Module):
 
 
 class FACHead(nn.Module):
-    """Fine-and-coarse common-space projections (DESIGN §3.6).
+    """Fine-and-coarse common-space projections (paper §3.4; docs/vatt.md §4).
 
     video -> va: Linear(no bias) -> BN -> ReLU -> Linear(no bias) -> BN
     va -> vt:    ReLU -> Linear(no bias) -> BN
@@ -322,7 +330,7 @@ def resolve_text_mask(text: torch.Tensor, text_mask: torch.Tensor | None) -> tor
 
 # --------------------------------------------------------------------------- presets
 
-# Transformer sizes (DESIGN §3.1; head dim 64). "tiny" is ours, for tests and CPU demos.
+# Transformer sizes (paper §3.3, docs/vatt.md §1; head dim 64). "tiny" is ours, for tests and CPU demos.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(depth=2, dim=128, num_heads=2, mlp_dim=512),
     "small": dict(depth=6, dim=512, num_heads=8, mlp_dim=2048),
@@ -372,6 +380,10 @@ class VATTConfig:
     post_proj_dim: int = 1024  # MA model only
     num_buckets: int = 32  # T5 text only
     max_distance: int = 64
+    # the authors' layer details (docs/vatt.md); the alternatives are the earlier, plain choices
+    t5_mlp_norm: str = "layer_nobias"  # norm before the T5 feed-forward layer; "rms": plain T5
+    final_dropout: bool = True  # dropout after the video/audio/MA encoders' final LayerNorm
+    init: str = "tf"  # "tf": Glorot/N(0, d^-0.5) as the authors; "vit": truncated normal(0.02)
 
     def validate(self) -> None:
         for key in ("video_size", "audio_size", "text_size") if self.shared_size is None else ("shared_size",):
@@ -392,6 +404,10 @@ class VATTConfig:
                 raise ValueError(f"{key}={getattr(self, key)} must be in [0, 1)")
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size={self.vocab_size}: needs at least padding (0) and one word")
+        if self.t5_mlp_norm not in ("layer_nobias", "layer", "rms"):
+            raise ValueError(f"t5_mlp_norm={self.t5_mlp_norm!r}: choose layer_nobias, layer or rms")
+        if self.init not in INIT_SCHEMES:
+            raise ValueError(f"init={self.init!r}: choose one of {INIT_SCHEMES}")
 
     @property
     def video_grid(self) -> tuple[int, int, int]:
@@ -411,6 +427,7 @@ def build_vatt(cfg: VATTConfig) -> VATT:
         return DropToken(cfg.droptoken, cfg.droptoken_per_sample)
 
     n_audio = cfg.audio_samples // cfg.audio_patch_size
+    final = drop if cfg.final_dropout else 0.0
     if cfg.shared_size is None:
         vdim, adim = SIZES[cfg.video_size]["dim"], SIZES[cfg.audio_size]["dim"]
         video = ModalityEncoder(
@@ -419,6 +436,7 @@ def build_vatt(cfg: VATTConfig) -> VATT:
             transformer(cfg.video_size),
             vdim,
             droptoken(),
+            final_drop=final,
         )
         audio = ModalityEncoder(
             AudioSegmentEmbed(adim, cfg.audio_patch_size),
@@ -426,11 +444,12 @@ def build_vatt(cfg: VATTConfig) -> VATT:
             transformer(cfg.audio_size),
             adim,
             droptoken(),
+            final_drop=final,
         )
         t = SIZES[cfg.text_size]
         text = T5TextEncoder(
             cfg.vocab_size, t["dim"], t["depth"], t["num_heads"], t["mlp_dim"], cfg.word_dim, drop, adrop,
-            cfg.num_buckets, cfg.max_distance,
+            cfg.num_buckets, cfg.max_distance, cfg.t5_mlp_norm,
         )
         heads = FACHead(vdim, adim, t["dim"], cfg.va_dim, cfg.vt_dim)
     else:
@@ -439,32 +458,55 @@ def build_vatt(cfg: VATTConfig) -> VATT:
         video = ModalityEncoder(
             VideoPatchEmbed(d, cfg.video_patch_size),
             SpatioTemporalPositions(d, cfg.video_grid, drop),
-            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post),
+            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post), final,
         )
         audio = ModalityEncoder(
             AudioSegmentEmbed(d, cfg.audio_patch_size),
             TemporalPositions(d, n_audio, drop),
-            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post),
+            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post), final,
         )
         text = ModalityEncoder(
             WordEmbed(cfg.vocab_size, cfg.word_dim),
             TemporalPositions(d, cfg.max_words, drop, interpolate=False),
-            shared, post, None, LinearGELU(cfg.word_dim, d), LinearGELU(d, post),
+            shared, post, None, LinearGELU(cfg.word_dim, d), LinearGELU(d, post), final,
         )
         heads = FACHead(post, post, post, cfg.va_dim, cfg.vt_dim)
     model = VATT(video, audio, text, heads)
-    init_weights(model)
+    init_weights(model, cfg.init)
     return model
 
 
-def init_weights(model: nn.Module) -> None:
-    """ViT-style init: truncated normal(0.02) for linear/conv/position tables/[AGG], zero biases, unit norms.
+INIT_SCHEMES = ("tf", "vit")
 
-    Word vectors start unit-scale like word2vec rows, with a zero padding row.
+
+def _glorot_normal_(t: torch.Tensor) -> None:
+    """Glorot-normal as TensorFlow draws it: truncated at 2 std, with the std corrected for the truncation.
+
+    ``[AGG]`` tokens are vectors: fan_in = fan_out = their width, so std = sqrt(1 / width).
     """
+    std = (1.0 / t.shape[-1]) ** 0.5 / 0.87962566103423978  # the std of a normal truncated at +-2 std is 0.8796x
+    nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
+def init_weights(model: nn.Module, scheme: str = "tf") -> None:
+    """Initialise a VATT model (docs/vatt.md §2).
+
+    ``"tf"`` (the authors' code): Glorot-uniform dense and convolution kernels
+    (std sqrt(2 / (fan_in + fan_out))), Glorot-normal ``[AGG]`` tokens, N(0, d^-0.5)
+    position tables; the T5 text encoder's query weights are further scaled by
+    head_dim^-0.5, T5's way of scaling scores it does not divide by sqrt(head_dim). ``"vit"``: truncated normal(0.02) for all of them. Both: zero
+    biases, unit norm scales, T5 relative-position tables truncated normal(0.02), and
+    word vectors unit-normal like word2vec rows with a zero padding row.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init={scheme!r}: choose one of {INIT_SCHEMES}")
+    tf = scheme == "tf"
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv3d)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
+            if tf:
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.LayerNorm, nn.RMSNorm, nn.BatchNorm1d)):
@@ -478,9 +520,26 @@ def init_weights(model: nn.Module) -> None:
             with torch.no_grad():
                 nn.init.normal_(m.weight, std=1.0)
                 m.weight[0].zero_()
-        elif isinstance(m, (SpatioTemporalPositions, TemporalPositions, ModalityEncoder, T5TextEncoder)):
+        elif isinstance(m, (SpatioTemporalPositions, TemporalPositions)):
             for p in m.parameters(recurse=False):
-                nn.init.trunc_normal_(p, std=0.02)
+                if tf:
+                    nn.init.normal_(p, std=p.shape[-1] ** -0.5)
+                else:
+                    nn.init.trunc_normal_(p, std=0.02)
+        elif isinstance(m, (ModalityEncoder, T5TextEncoder)):
+            for p in m.parameters(recurse=False):  # the [AGG] token
+                if tf:
+                    _glorot_normal_(p)
+                else:
+                    nn.init.trunc_normal_(p, std=0.02)
+    if tf:
+        # T5 attention has no 1/sqrt(head_dim) on its scores; T5 folds that factor into the query's initial
+        # weights instead. Without it, Glorot-sized queries and keys saturate the text attention at the start.
+        for m in model.modules():
+            if isinstance(m, T5TextEncoder):
+                for blk in m.transformer.blocks:
+                    with torch.no_grad():
+                        blk.attn.qkv.weight[: blk.attn.head_dim * blk.attn.num_heads].mul_(blk.attn.head_dim**-0.5)
 
 
 def create_model(name: str, **overrides) -> VATT:

@@ -1,8 +1,9 @@
 """Read pretrained word vectors (word2vec text/binary, GloVe) into an embedding table.
 
-The original VATT looks words up in frozen 300-d word2vec vectors. We cannot ship
-them, so embeddings are trainable by default; this module lets a user load their
-own file and freeze it.
+The original VATT looks words up in frozen 300-d word2vec vectors over a fixed
+HowTo100M vocabulary (docs/vatt.md §2). They cannot be shipped with the code, so
+``model.word_vectors=FILE`` loads a user's file into the word table (frozen by
+default); without one the table starts random and trains (docs/deviations.md).
 """
 
 from __future__ import annotations

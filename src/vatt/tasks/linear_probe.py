@@ -1,4 +1,4 @@
-"""Linear probes on frozen features (paper Sec. 4.3, Table 5: UCF101, HMDB51, ESC-50).
+"""Linear probes on frozen features (paper §4, linear evaluation; Table 5; docs/vatt.md §7).
 
 The protocol, as the authors' evaluation does it and `docs/` states:
 - features: the pooled ``[AGG]`` output of the modality's Transformer (before the

@@ -1,4 +1,4 @@
-"""Zero-shot text <-> video retrieval (paper Sec. 4.4, Table 4: YouCook2, MSR-VTT).
+"""Zero-shot text <-> video retrieval (paper §4, zero-shot retrieval; docs/vatt.md §7: YouCook2, MSR-VTT).
 
 One caption per clip, compared in the video-text (``vt``) space without any
 training on the target set. Each clip is seen through 4 windows linearly spaced
