@@ -49,7 +49,8 @@ shards: data-demo ## prepare the demo data as streaming shards in data/shards/de
 	$(PY) -m vatt.data.prepare manifest --manifest data/demo/train.jsonl --out data/shards/demo/train --workers 2
 	$(PY) -m vatt.data.prepare manifest --manifest data/demo/val.jsonl --out data/shards/demo/val --workers 2
 
-bench: flops bench-data ## every benchmark
+bench: data-demo ## every benchmark (CPU, ~8 min on 2 cores): bench/results.json and bench/results.md; GPU: bench/gpu.sh
+	$(PY) -m vatt.bench --out bench
 
 bench-data: shards ## clips/s of the per-clip pipeline vs decoding every frame, at paper clip settings
 	$(PY) -m vatt.data.bench --shards data/shards/demo/val --num-clips 64

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -55,7 +56,16 @@ def baseline_clip(data: bytes, start: float, clip: ClipConfig, augment: Augment)
 
 
 def run(shards: str, num_clips: int, clip: ClipConfig) -> dict[str, float]:
+    """Clips per second of the pipeline and of the decode-all baseline on ``num_clips`` clips, one thread."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one dataloader worker's share of the machine
+    try:
+        return _run(shards, num_clips, clip)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(shards: str, num_clips: int, clip: ClipConfig) -> dict[str, float]:
     ds = ClipShardDataset(shards, WordTokenizer.from_words(["a"]), clip, Augment(), shuffle=False)
     n = min(num_clips, len(ds))
     raw = [ds.raw(i) for i in range(n)]
@@ -89,6 +99,72 @@ def main(argv: list[str] | None = None) -> None:
         f"  baseline (decode every frame, subsample):  {r['baseline_clips_per_s']:.1f} clips/s\n"
         f"  ratio: {r['speedup']:.2f}x"
     )
+
+
+
+# --------------------------------------------------------------------------- sources at real resolutions
+
+
+def synthetic_video(path: Path, width: int, height: int, seconds: float, fps: int = 25, seed: int = 0) -> Path:
+    """An H.264 + AAC clip with moving texture (compresses and decodes like camera footage, unlike flat colour)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fps)
+    texture = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)
+    base = np.kron(texture, np.ones((8, 8, 1), np.uint8))
+    t = np.arange(int(seconds * 48000)) / 48000
+    tone = (0.2 * np.sin(2 * np.pi * (200 + 50 * seed) * t)).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"preset": "veryfast", "g": str(2 * fps)}
+        as_ = out.add_stream("aac", rate=48000)
+        as_.layout = "mono"
+        for i in range(n):
+            dy, dx = (2 * i) % 8, (3 * i) % 8  # drift the texture a few pixels per frame
+            img = np.ascontiguousarray(base[dy : dy + height, dx : dx + width])
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+        step = as_.codec_context.frame_size or 1024
+        for i in range(0, len(tone), step):
+            frame = av.AudioFrame.from_ndarray(tone[i : i + step][None], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i
+            for packet in as_.encode(frame):
+                out.mux(packet)
+        for packet in as_.encode(None):
+            out.mux(packet)
+    return path
+
+
+def data_report(quick: bool = False, clips: int = 6, seconds: float = 8.0) -> dict[str, dict[str, float]]:
+    """Pipeline vs decode-everything clips/s per core from 256p (``prepare --transcode 256``), 480p and 720p sources."""
+    import json
+    import tempfile
+
+    from .prepare import prepare
+
+    clip = ClipConfig(8, 10.0, 32, 16000) if quick else ClipConfig()
+    sizes = {"480p": (854, 480), "720p": (1280, 720)} if not quick else {"480p": (96, 64), "720p": (128, 72)}
+    n, secs = (2, 2.0) if quick else (clips, seconds)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for key, (w, h) in sizes.items():
+            folder = tmp / key
+            folder.mkdir()
+            rows = []
+            for i in range(n):
+                synthetic_video(folder / f"c{i}.mp4", w, h, secs, seed=i)
+                rows.append({"video": f"c{i}.mp4", "captions": [{"start": 0.0, "end": 1.0, "text": "a clip"}]})
+            (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            prepare("manifest", str(tmp / f"shards_{key}"), manifest=folder / "m.jsonl", workers=2, progress=False)
+        # what prepare --transcode 256 writes from the 720p sources
+        prepare("manifest", str(tmp / "shards_256p"), manifest=tmp / "720p" / "m.jsonl", workers=2, progress=False,
+                transcode=32 if quick else 256)
+        for key in ("256p", "480p", "720p"):
+            results[key] = run(str(tmp / f"shards_{key}"), n, clip)
+    return results
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ H heads.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -16,12 +17,115 @@ from torch import nn
 LN_EPS = 1e-6  # VATT uses LayerNorm eps 1e-6 everywhere (docs/vatt.md §1)
 
 
+def keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None = None,
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """A boolean mask, each entry False (dropped) with probability ``p``, at a third of ``uniform_``'s cost.
+
+    One 32-bit draw of ``random_`` (31 random bits) gives two 16-bit halves: the low
+    half is uniform over 2^16 values, the high half over 2^15; each is compared with
+    its own threshold, so ``p`` is quantised to 1/32768 (0.1 -> 0.100006).
+    """
+    n = math.prod(shape)
+    bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_(generator=generator)
+    halves = bits.view(torch.int16).view(-1, 2)  # little-endian: [low, high]
+    low, high = round(p * 65536) - 32768, round(p * 32768)
+    thresholds = torch.tensor([low, high], dtype=torch.int16, device=device)
+    if sys.byteorder == "big":
+        thresholds = thresholds.flip(0)
+    return torch.ge(halves, thresholds).view(-1)[:n].view(shape)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU training mask comes from ``keep_mask`` (PyTorch's ``bernoulli_`` costs ~6 ns an entry on CPU).
+
+    Same semantics (zero with probability ``p``, scale the rest by 1/(1-p)), same
+    state dict; GPUs, eval mode and ``fast = False`` use ``nn.Dropout`` itself.
+    """
+
+    fast = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.p > 0 and self.fast and x.device.type == "cpu") or self.p >= 1:
+            return super().forward(x)
+        return torch.mul(x, keep_mask(x.shape, self.p, device=x.device)).mul_(1.0 / (1.0 - self.p))
+
+
+class _ChunkedDropoutAttention(torch.autograd.Function):
+    """softmax(q kᵀ·scale) with dropout on the probabilities, then @ v — computed a block of queries at a time.
+
+    PyTorch's fused CPU attention kernels do not support dropout, and its fallback
+    materialises several [B, H, N, N] tensors per layer; each is a fresh >32 MB
+    allocation that Linux maps and zero-fills page by page, so a training step spent
+    much of its time in the kernel. Working on ``chunk`` queries at a time keeps every
+    temporary small (reused by the allocator, hot in cache). q, k, v are made
+    contiguous once (the batched GEMMs would otherwise copy them for every block);
+    only the probabilities and the keep-mask are kept for backward, one block per
+    query chunk, and the scalars (``scale``, ``1/(1-p)``) are folded into the
+    [N, D]-sized operands instead of the [N, N] ones. The keep-mask comes from
+    ``keep_mask`` (16 random bits per entry).
+    The semantics are those of ``F.scaled_dot_product_attention(..., dropout_p=p)``:
+    each probability is zeroed with probability ``p`` and the rest scaled by 1/(1-p).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, p: float, scale: float, chunk: int, generator):  # q, k, v: B, H, N, D
+        B, H, N, D = q.shape
+        qs = (q * scale).reshape(B * H, N, D)  # the scale on the [N, D] operand; contiguous
+        kc, vc = k.reshape(B * H, N, D).contiguous(), v.reshape(B * H, N, D).contiguous()
+        kt = kc.transpose(1, 2)
+        out = q.new_empty(B * H, N, D)
+        saved = []
+        for i in range(0, N, chunk):
+            j = min(N, i + chunk)
+            probs = torch.softmax(torch.bmm(qs[:, i:j], kt), dim=-1)  # BH, c, N
+            keep = keep_mask(probs.shape, p, generator, probs.device)
+            torch.bmm(probs * keep, vc, out=out[:, i:j])
+            saved += [probs, keep]
+        out.mul_(1.0 / (1.0 - p))  # 1/(1-p) on the [N, D] output
+        ctx.save_for_backward(qs, kc, vc, *saved)
+        ctx.p, ctx.scale, ctx.chunk, ctx.shape = p, scale, chunk, (B, H, N, D)
+        return out.view(B, H, N, D)
+
+    @staticmethod
+    def backward(ctx, grad):
+        qs, kc, vc, *saved = ctx.saved_tensors
+        p, scale, chunk, (B, H, N, D) = ctx.p, ctx.scale, ctx.chunk, ctx.shape
+        keep_scale = 1.0 / (1.0 - p)
+        grad = grad.reshape(B * H, N, D).contiguous()
+        dq, dk, dv = torch.empty_like(qs), torch.zeros_like(kc), torch.zeros_like(vc)
+        vt = vc.transpose(1, 2)
+        for n, i in enumerate(range(0, N, chunk)):
+            j = min(N, i + chunk)
+            pc, mc, gc = saved[2 * n], saved[2 * n + 1], grad[:, i:j]
+            dv.baddbmm_((pc * mc).transpose(1, 2), gc)  # times 1/(1-p) below
+            ds = torch.bmm(gc, vt).mul_(mc).mul_(pc)  # (g vᵀ ⊙ keep) ⊙ P, times 1/(1-p) below
+            ds.addcmul_(pc, ds.sum(-1, keepdim=True), value=-1.0)  # softmax backward
+            torch.bmm(ds, kc, out=dq[:, i:j])
+            dk.baddbmm_(ds.transpose(1, 2), qs[:, i:j])  # qs carries one factor of scale
+        dv.mul_(keep_scale)
+        dq.mul_(keep_scale * scale)
+        dk.mul_(keep_scale)
+        return dq.view(B, H, N, D), dk.view(B, H, N, D), dv.view(B, H, N, D), None, None, None, None
+
+
+def chunked_dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, scale: float | None = None,
+                              chunk: int = 128, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Attention with dropout ``p`` on the probabilities, query blocks of ``chunk``; ``[B, H, N, D]`` in and out."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return _ChunkedDropoutAttention.apply(q, k, v, p, scale, chunk, generator)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``.
 
     ``scale=None`` is the usual 1/sqrt(head_dim); the T5 text encoder passes
-    ``scale=1.0`` because T5 folds the scaling into its initialisation.
+    ``scale=1.0`` because T5 folds the scaling into its initialisation. Training on
+    CPU with attention dropout (no fused kernel supports it there) goes through
+    ``chunked_dropout_attention`` unless ``chunked_dropout=False``; GPUs keep
+    SDPA's fused kernels, which apply the dropout inside.
     """
+
+    chunked_dropout = True
 
     def __init__(
         self,
@@ -41,23 +145,20 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # B, H, N, C/H each
-        if attn_bias is not None:
-            # SDPA wants the additive mask in the query dtype (bf16 under autocast).
-            attn_bias = attn_bias.to(q.dtype)
-        x = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_bias,
-            dropout_p=self.attn_drop if self.training else 0.0,
-            scale=self.scale,
-        )
+        drop = self.attn_drop if self.training else 0.0
+        if drop > 0 and attn_bias is None and x.device.type == "cpu" and self.chunked_dropout:
+            x = chunked_dropout_attention(q, k, v, drop, self.scale)
+        else:
+            if attn_bias is not None:
+                # SDPA wants the additive mask in the query dtype (bf16 under autocast).
+                attn_bias = attn_bias.to(q.dtype)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=drop, scale=self.scale)
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
@@ -69,7 +170,7 @@ class Mlp(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = nn.GELU()
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +216,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads, bias=bias, attn_drop=attn_drop, proj_drop=drop, scale=attn_scale)
         self.norm2 = make_norm(mlp_norm or norm, dim)
         self.mlp = Mlp(dim, mlp_dim, bias=bias, drop=drop)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), attn_bias)
@@ -222,7 +323,7 @@ class SpatioTemporalPositions(nn.Module):
         self.vertical = nn.Parameter(torch.zeros(grid[1], dim))
         self.horizontal = nn.Parameter(torch.zeros(grid[2], dim))
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, t*h*w, C
         t, h, w = grid
@@ -248,7 +349,7 @@ class TemporalPositions(nn.Module):
         self.interpolate = interpolate
         self.table = nn.Parameter(torch.zeros(length, dim))
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, N, C
         (n,) = grid
@@ -321,9 +422,13 @@ class VideoPatchEmbed(nn.Module):
                 f"video [T={T}, H={H}, W={W}] is not divisible by video_patch_size {list(self.patch_size)}; "
                 "crop or resize the clip, or change video_patch_size"
             )
-        x = self.proj(x)  # B, C, t, h, w
-        grid = tuple(x.shape[2:])
-        return x.flatten(2).transpose(1, 2), grid  # B, t*h*w, C in (t, h, w) order
+        B = x.shape[0]
+        t, h, w = T // pt, H // ph, W // pw
+        # A Conv3d with kernel = stride is one GEMM over non-overlapping patches: cut them out and apply the
+        # kernel as a linear layer (several times faster than the CPU convolution; the same weights and numbers).
+        patches = x.reshape(B, -1, t, pt, h, ph, w, pw).permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(B, t * h * w, -1)
+        weight = self.proj.weight.reshape(self.proj.out_channels, -1)  # C, 3*pt*ph*pw in (c, kt, kh, kw) order
+        return F.linear(patches, weight, self.proj.bias), (t, h, w)  # B, t*h*w, C in (t, h, w) order
 
 
 class AudioSegmentEmbed(nn.Module):

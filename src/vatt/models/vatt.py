@@ -20,6 +20,7 @@ from torch import nn
 
 from .layers import (
     AudioSegmentEmbed,
+    Dropout,
     DropToken,
     RelativePositionBias,
     SpatioTemporalPositions,
@@ -70,7 +71,7 @@ class ModalityEncoder(nn.Module):
         self.agg_token = nn.Parameter(torch.zeros(1, 1, transformer.dim))
         self.transformer = transformer
         # the authors' encoders apply dropout to the output of the final LayerNorm
-        self.final_drop = nn.Dropout(final_drop)
+        self.final_drop = Dropout(final_drop)
         self.post_proj = post_proj if post_proj is not None else nn.Identity()
         self.embed_dim = embed_dim
 
@@ -151,7 +152,7 @@ class T5TextEncoder(nn.Module):
         self.embed = WordEmbed(vocab_size, word_dim)
         self.agg_token = nn.Parameter(torch.zeros(1, 1, word_dim))
         self.proj = LinearGELU(word_dim, dim, bias=False)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
         self.rel_pos = RelativePositionBias(num_heads, num_buckets, max_distance)
         self.transformer = Transformer(
             dim, depth, num_heads, mlp_dim, drop, attn_drop, bias=False, norm="rms", attn_scale=1.0, mlp_norm=mlp_norm
