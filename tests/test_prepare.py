@@ -496,3 +496,56 @@ def test_object_store_output_reads_and_writes_its_reports_through_litdatas_clien
         bucket.objects[f"s3://bucket/howto/{name}"] = (tmp_path / "local" / name).read_bytes()
     remote = prepare("manifest", "s3://bucket/howto", manifest=manifest, progress=False)
     assert remote["up_to_date"] is True and remote["fingerprint"] == local["fingerprint"]
+
+
+def test_an_interrupted_run_resumes_with_only_the_remaining_inputs_and_the_same_shards(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = [{"video": "brief.mp4"}]  # too short: a skipped input is remembered as well
+    clip(src / "brief.mp4", 0.5)
+    for i in range(5):
+        clip(src / f"c{i}.mp4", 2.0, seed=i)
+        rows.append({"video": f"c{i}.mp4", "captions": [{"start": 0, "end": 1, "text": f"clip {i}"}]})
+    manifest = write_manifest(src / "m.jsonl", rows)
+    full = prepare("manifest", tmp_path / "full", manifest=manifest, workers=1, progress=False)
+
+    calls, crashes = tmp_path / "calls.txt", tmp_path / "crashes.txt"
+    real = prep._build_sample
+
+    def crashing(cfg, item):  # runs in the worker process
+        with open(calls, "a") as f:
+            f.write(item["input"] + "\n")
+        if item["input"] == "c2.mp4" and (cfg["crash_c2"] == "always" or not crashes.exists()):
+            crashes.write_text("x")
+            os._exit(3)  # the worker dies half-way (a decoder crash, an OOM kill)
+        return real(cfg, item)
+
+    monkeypatch.setattr(prep, "_build_sample", crashing)
+    for mode in ("once", "always"):
+        out = tmp_path / f"out-{mode}"
+        calls.unlink(missing_ok=True)
+        crashes.unlink(missing_ok=True)
+        # the crash mode reaches the worker through its cfg
+        monkeypatch.setattr(prep, "_process", lambda cfg, item, mode=mode, p=prep._process: p({**cfg, "crash_c2": mode}, item)
+                            if "crash_c2" not in cfg else p(cfg, item))
+        with pytest.raises(PrepareError, match="rerun the same command"):
+            prepare("manifest", out, manifest=manifest, workers=1, progress=False, start_method="fork")
+        assert calls.read_text().split() == ["brief.mp4", "c0.mp4", "c1.mp4", "c2.mp4"]
+        if mode == "once":
+            resumed = prepare("manifest", out, manifest=manifest, workers=1, progress=False, start_method="fork")
+            # only the input in flight and those after it were processed again
+            assert calls.read_text().split()[4:] == ["c2.mp4", "c3.mp4", "c4.mp4"]
+            assert resumed["resumed_inputs"] == 3 and resumed["kept"] == full["kept"] == 5
+            assert read_dataset(out) == read_dataset(tmp_path / "full")  # same ids, bytes and metadata
+            chunks = sorted(p.name for p in out.glob("*.bin"))
+            assert chunks == sorted(p.name for p in (tmp_path / "full").glob("*.bin"))
+            assert all((out / c).read_bytes() == (tmp_path / "full" / c).read_bytes() for c in chunks)
+            assert not (out / ".prepare-tmp").exists()
+        else:
+            with pytest.raises(PrepareError):  # second attempt: dies again
+                prepare("manifest", out, manifest=manifest, workers=1, progress=False, start_method="fork")
+            third = prepare("manifest", out, manifest=manifest, workers=1, progress=False, start_method="fork")
+            assert calls.read_text().split()[4:] == ["c2.mp4", "c3.mp4", "c4.mp4"]  # c2 not tried a third time
+            assert third["skipped_by_reason"] == {"crashed a worker": 1, "too short": 1}
+            assert sorted(read_dataset(out)) == ["c0", "c1", "c3", "c4"]
+            assert skipped_reasons(out)["c2.mp4"] == "crashed a worker"

@@ -252,6 +252,23 @@ def check_resume(cmd: str, root: Path) -> None:
     assert len(list((run_dir / ".hydra").glob("resume_*/config.yaml"))) >= 1
 
 
+def check_resume_last(cmd: str, root: Path) -> None:
+    """``ckpt_path=last``: the newest demo run continues in its folder from the step its last.ckpt holds."""
+    done = [r for r in runs(root) if (r / "checkpoints" / "last.ckpt").is_file()
+            and (r / ".hydra" / "hydra.yaml").is_file() and "experiment: demo" in (r / ".hydra" / "hydra.yaml").read_text()]
+    assert done, "the README shows ckpt_path=last before any demo run that writes a checkpoint"
+    newest = max(done, key=lambda r: (r / "checkpoints" / "last.ckpt").stat().st_mtime)
+    ckpt = newest / "checkpoints" / "last.ckpt"
+    step = step_of(ckpt)
+    before = runs(root)
+    run(f"{cmd} trainer.max_steps={step + STEPS}", root)
+    assert runs(root) == before, "ckpt_path=last continues the newest run in its own folder"
+    assert step_of(ckpt) == step + STEPS
+    log = (newest / "train.log").read_text()
+    assert f"ckpt_path=last: {ckpt.resolve()} (global step {step})" in log
+    assert f"resuming from {ckpt.resolve()} (global step {step})" in log
+
+
 def check_sweep(cmd: str, root: Path) -> None:
     swept = {k: v.split(",") for k, v in overrides_of(cmd).items() if "," in v}
     before = multiruns(root)
@@ -345,6 +362,8 @@ def kind(cmd: str):
         return check_needs_gpu
     if cmd.startswith("make sweep "):
         return check_sweep
+    if cmd.startswith("make train") and "ckpt_path=last" in cmd:
+        return check_resume_last
     if cmd.startswith("make train") and "ckpt_path=" in cmd:
         return check_resume
     if cmd.startswith("make eval "):

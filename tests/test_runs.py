@@ -96,9 +96,11 @@ def test_restore_takes_model_data_and_seed_from_the_checkpoint():
     assert cfg.data.clip.num_frames == cfg.model.input.num_frames
     assert sorted(lines) == [
         "data.batch_size: 4 from the checkpoint (the command line alone gives 64)",
+        "data.seed: 7 from the checkpoint (the command line alone gives 42)",  # data.seed is ${seed}
         "model.droptoken: 0.25 from the checkpoint (the command line alone gives 0.5)",
         "seed: 7 from the checkpoint (the command line alone gives 42)",
     ]
+    assert cfg.data.seed == 7
 
 
 def test_restore_keeps_what_the_command_line_sets():
@@ -194,7 +196,9 @@ def test_last_checkpoint_is_the_latest_state_whatever_the_monitor(tmp_path, ever
     )
     trainer.fit(Tiny(), _loader(5), _loader(1))
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 15
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt"]  # no .tmp left
+    # no .tmp left; the state before the latest is kept as previous.ckpt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt", "previous.ckpt"]
+    assert torch.load(tmp_path / "previous.ckpt", weights_only=True)["global_step"] == (14 if every else 10)
     held = dict(spy.seen)  # step reached -> step in last.ckpt
     if every:
         assert [held[s] for s in (2, 3, 4, 5, 6, 7, 8, 14)] == [2, 2, 4, 5, 6, 6, 8, 14]

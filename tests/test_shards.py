@@ -88,9 +88,35 @@ def test_bad_samples_are_skipped_and_counted(demo_root, tmp_path):
     write_shards(demo_root / "val.jsonl", tmp_path / "s", corrupt=bad)
     ds = ClipShardDataset(str(tmp_path / "s"), _tokenizer(demo_root), TINY, None, shuffle=False)
     samples = list(ds)
-    assert len(samples) == len(rows) - 2
-    assert sum(int(s["skipped"]) for s in samples) == 2
-    assert sorted(int(s["index"]) for s in samples) == [i for i in range(len(rows)) if i not in (1, 4)]
+    # one sample per position of the stream: each bad one is replaced by a neighbour of its chunk
+    assert len(samples) == len(rows)
+    assert [int(s["skipped"]) for s in samples] == [1 if i in (1, 4) else 0 for i in range(len(rows))]
+    seen = [int(s["index"]) for s in samples]
+    good = [i for i in range(len(rows)) if i not in (1, 4)]
+    assert sorted(set(seen)) == good  # every good clip, no bad one
+    assert all(abs(seen[i] - i) == 1 for i in (1, 4))  # the replacements are next to the bad ones
+
+
+@pytest.mark.slow
+def test_a_run_resumed_after_skipped_samples_continues_exactly(shards, demo_root, tmp_path):
+    """Bad samples before the stop: the resumed run's batches, losses and final state equal the uninterrupted run's."""
+    root, ids = shards
+    data = tmp_path / "data"
+    write_shards(demo_root / "train.jsonl", data / "train", corrupt=tuple(ids[::4]))  # 4 of 16 clips are bad
+    (data / "val").symlink_to(root / "val")
+    full = BatchRecorder()
+    _fit(_shards_cfg(tmp_path / "full", data, ["trainer.max_steps=6"]), full)
+    assert full.skipped_before(3) > 0  # the stop below comes after some skips
+    _fit(_shards_cfg(tmp_path / "stop", data, ["trainer.max_steps=3"]), BatchRecorder())
+    ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
+    resumed = BatchRecorder()
+    _fit(_shards_cfg(tmp_path / "resume", data, ["trainer.max_steps=6", f"ckpt_path={ckpt}"]), resumed)
+    assert sorted(resumed.batches) == [3, 4, 5]
+    for step in (3, 4, 5):
+        assert resumed.batches[step] == full.batches[step]
+        assert resumed.losses[step] == pytest.approx(full.losses[step], rel=1e-6)
+    assert_same_training_state(tmp_path / "full" / "run" / "checkpoints" / "last.ckpt",
+                               tmp_path / "resume" / "run" / "checkpoints" / "last.ckpt")
 
 
 def _rank_worker(rank, world, root, vocab, out):
@@ -136,8 +162,13 @@ class BatchRecorder:
 
                 self.losses: dict[int, float] = {}
                 self.lrs: dict[int, float] = {}
+                self.skipped: dict[int, int] = {}
+
+            def skipped_before(self, step: int) -> int:
+                return sum(n for s, n in self.skipped.items() if s < step)
 
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self.skipped[trainer.global_step] = int(batch["skipped"].sum()) if "skipped" in batch else 0
                 self.batches[trainer.global_step] = (
                     tuple(batch["index"].tolist()),
                     round(float(batch["video"].double().sum()), 3),

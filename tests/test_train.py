@@ -194,7 +194,7 @@ def test_a_runs_folder_holds_its_config_log_events_and_checkpoints(tmp_path, dem
     assert "the best checkpoint follows val/t2v_R@10 (max)" in log
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert len(ckpts) == 2 and ckpts[-1] == "last.ckpt"
+    assert len(ckpts) == 3 and ckpts[1:] == ["last.ckpt", "previous.ckpt"]  # previous.ckpt: the state before
     assert re.fullmatch(r"epoch00[01]-step00000[48]\.ckpt", ckpts[0]), ckpts
 
 

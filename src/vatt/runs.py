@@ -63,15 +63,104 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# what ``ckpt_path=last`` found (or why it found nothing); vatt.train logs these once logging is set up
+RESUME_NOTES: list[str] = []
+
+
+def _checkpoints_newest_first(folder: Path) -> list[Path]:
+    """``last.ckpt``, then ``previous.ckpt``, then the other checkpoints of a run, newest first."""
+    if not folder.is_dir():
+        return []
+    first = [folder / n for n in ("last.ckpt", "previous.ckpt") if (folder / n).exists()]
+    rest = sorted((p for p in folder.glob("*.ckpt") if p not in first), key=lambda p: p.stat().st_mtime, reverse=True)
+    return first + rest
+
+
+def _experiment_of(run: Path) -> str | None:
+    try:
+        choices = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices
+        return choices.get("experiment")
+    except Exception:  # noqa: BLE001 - a run folder without Hydra's record does not match
+        return None
+
+
+def find_last(argv: list[str]) -> tuple[Path | None, list[str]]:
+    """``ckpt_path=last``: the newest readable checkpoint of this experiment, and what was tried on the way.
+
+    Looks in ``hydra.run.dir`` when the command line names one, else in every run
+    folder of ``<paths.log_dir>/<task_name>/runs/`` started with the same
+    ``experiment=``; newest run first, and in a run ``last.ckpt``, then
+    ``previous.ckpt``, then its other checkpoints. An unreadable file (truncated,
+    corrupt) is reported and the next one is tried.
+    """
+    from vatt.checkpoint import CheckpointError, read_checkpoint
+
+    notes: list[str] = []
+    explicit = _arg_value(argv, "hydra.run.dir")
+    if explicit is not None:
+        runs = [Path(explicit)]
+        where = explicit
+    else:
+        root = Path(_arg_value(argv, "paths.root_dir") or project_root())
+        log_dir = Path(_arg_value(argv, "paths.log_dir") or root / "logs")
+        base = log_dir / (_arg_value(argv, "task_name") or "train") / "runs"
+        experiment = _arg_value(argv, "experiment") or _default_experiment()
+        runs = [r for r in (base.iterdir() if base.is_dir() else []) if _experiment_of(r) == experiment]
+        where = f"{base} (experiment={experiment})"
+
+    def newest(run: Path) -> float:
+        files = _checkpoints_newest_first(run / "checkpoints")
+        return max((f.stat().st_mtime for f in files), default=0.0)
+
+    for run in sorted(runs, key=newest, reverse=True):
+        for ckpt in _checkpoints_newest_first(run / "checkpoints"):
+            try:
+                step = read_checkpoint(ckpt).get("global_step")
+            except (CheckpointError, OSError) as e:
+                notes.append(f"ckpt_path=last: skipping {ckpt}: {e}")
+                continue
+            notes.append(f"ckpt_path=last: {ckpt} (global step {step})")
+            return ckpt, notes
+    notes.append(f"ckpt_path=last: no readable checkpoint in {where}; starting a new run")
+    return None, notes
+
+
+def _default_experiment() -> str | None:
+    from vatt.train import CONFIG_DIR
+
+    defaults = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml").get("defaults", [])
+    for d in defaults:
+        if isinstance(d, DictConfig) and "experiment" in d:
+            return d["experiment"]
+    return None
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """Command-line arguments with Hydra's run folder set to the folder of ``ckpt_path=`` (single runs only).
 
-    Left unchanged: multiruns, no ``ckpt_path``, a checkpoint outside a run folder,
-    or an explicit ``hydra.run.dir=`` (which starts a new folder).
+    ``ckpt_path=last`` is replaced by the checkpoint ``find_last`` picks (or by
+    ``null`` when there is none: the run starts afresh, so the same command serves
+    the first start and every restart of a preempted job). Left unchanged:
+    multiruns (where ``last`` is an error), no ``ckpt_path``, a checkpoint outside a
+    run folder, or an explicit ``hydra.run.dir=`` (which then is the run's folder).
     """
-    if any(a in ("-m", "--multirun") for a in argv) or _arg_value(argv, "hydra.run.dir") is not None:
-        return argv
+    RESUME_NOTES.clear()
     ckpt = _arg_value(argv, "ckpt_path")
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if ckpt == "last":
+        if multirun:
+            raise SystemExit("ckpt_path=last resumes one run; resume the jobs of a sweep one at a time with "
+                             "ckpt_path=<job folder>/checkpoints/last.ckpt")
+        found, notes = find_last(argv)
+        RESUME_NOTES.extend(notes)
+        argv = [a for a in argv if not a.lstrip("+").startswith("ckpt_path=")]
+        argv.append(f"ckpt_path={_quote(str(found))}" if found is not None else "ckpt_path=null")
+        ckpt = str(found) if found is not None else None
+        if found is not None and _arg_value(argv, "hydra.run.dir") is not None:
+            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            return [*argv, f"hydra.output_subdir=.hydra/resume_{stamp}"]
+    if multirun or _arg_value(argv, "hydra.run.dir") is not None:
+        return argv
     if ckpt in (None, "", "null"):
         return argv
     run = run_dir_of(ckpt)

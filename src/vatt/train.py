@@ -27,9 +27,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vatt.checkpoint import read_checkpoint
-from vatt.lightning.callbacks import RandomState, RunConfig
+from vatt.lightning.callbacks import Preemption, RandomState, RunConfig
 from vatt.metrics import save_metrics_json
-from vatt.runs import restore_config, resume_argv
+from vatt.runs import RESUME_NOTES, restore_config, resume_argv
 
 log = logging.getLogger("vatt.train")
 
@@ -203,9 +203,25 @@ def _needs_final_validation(cfg: DictConfig, trainer: L.Trainer, module: L.Light
     )
 
 
+def preempted(stop: Preemption, cfg: DictConfig) -> None:
+    """The run stopped on a signal: say where its state is and how to continue, then exit 128 + signal."""
+    if rank_zero_only.rank == 0:
+        where = stop.checkpoint or "no last.ckpt (the run has no LastCheckpoint callback)"
+        log.warning("stopped by %s at step %s; state saved to %s", stop.received.name, stop.stopped_at, where)
+        if stop.requeued:
+            log.warning("the SLURM job was requeued and will continue from there")
+        elif stop.checkpoint is not None:
+            args = [a for a in sys.argv[1:] if not a.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.output_subdir="))]
+            log.warning("continue with: python -m vatt.train %s", " ".join([*args, f"ckpt_path={stop.checkpoint}"]))
+            log.warning("(or ckpt_path=last: the newest last.ckpt of this experiment)")
+    raise SystemExit(128 + int(stop.received))
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one run described by ``cfg``; returns the final logged metrics."""
     check_hardware(cfg)
+    for note in RESUME_NOTES:
+        _info("%s", note)
     saved_vocab = restore_from_checkpoint(cfg) if cfg.get("ckpt_path") else None
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -241,6 +257,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stop = next((cb for cb in trainer.callbacks if isinstance(cb, Preemption) and cb.received is not None), None)
+    if stop is not None:
+        preempted(stop, cfg)
     if _needs_final_validation(cfg, trainer, module):
         _info("training stopped at step %d, which was not validated: validating the final weights", trainer.global_step)
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -25,10 +25,15 @@ The output folder gets, next to litdata's ``index.json`` and ``chunk-*.bin``:
   inputs, kept and skipped by reason, the arguments and a fingerprint of the
   arguments and inputs.
 
-Re-running with the same arguments and unchanged inputs does nothing. Anything
-else (other arguments, changed inputs, an interrupted run: no ``summary.json``)
-rebuilds the dataset from scratch, after deleting the old chunks, so the folder
-never mixes two runs. litdata's ``use_checkpoint`` resume is not used: it counts
+Re-running with the same arguments and unchanged inputs does nothing. Other
+arguments or changed inputs rebuild the dataset from scratch, after deleting the
+old chunks, so the folder never mixes two runs. An interrupted run (killed,
+crashed worker, Ctrl-C: no ``summary.json``) resumes when rerun with the same
+arguments: every input a worker finished is recorded in ``.prepare-tmp/done/``
+(its outcome, and the transcoded file), and the rerun re-emits those without
+probing or transcoding them again, so the chunks come out exactly as an
+uninterrupted run writes them. An input whose worker died twice is skipped as
+"crashed a worker". litdata's ``use_checkpoint`` resume is not used: it counts
 *written samples* as processed inputs, so with skipped inputs a resumed run would
 process some inputs twice.
 """
@@ -66,6 +71,7 @@ from .layouts import (
     read_audioset_segments,
 )
 from .media import MediaError, probe_duration, read_clip
+from .objectstore import allow_plain_http
 
 PREPARE_VERSION = 1
 KINDS = ("manifest", "howto100m", "audioset")
@@ -81,6 +87,8 @@ R_NO_STREAM = "no audio or video stream"
 R_TOO_SHORT = "too short"
 R_TRANSCODE = "transcode failed"
 R_ERROR = "error"  # an unexpected exception in a worker; detail: type and message
+R_CRASH = "crashed a worker"  # the process handling it died (e.g. in FFmpeg) on MAX_ATTEMPTS runs
+MAX_ATTEMPTS = 2
 
 SUMMARY = "summary.json"
 SKIPPED = "skipped.jsonl"
@@ -452,24 +460,51 @@ def _build_sample(cfg: dict[str, Any], item: dict[str, Any]) -> tuple[dict[str, 
     return {"id": item["id"], "media": media, "meta": json.dumps(meta)}, record
 
 
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _process(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
     """litdata's ``fn``: one sample, or None (litdata writes nothing) for a skipped input.
 
     Never raises (an exception in ``fn`` would stop the whole run): every outcome is
-    appended to this worker's log file, which the parent merges at the end.
+    appended to this worker's log file, which the parent merges at the end, and kept
+    in ``done/<index>.json`` (+ ``done/<index>.media`` for a transcoded input) so that
+    a rerun after an interruption re-emits it without probing or transcoding again.
+    An input whose worker died on ``MAX_ATTEMPTS`` earlier attempts is skipped.
     """
     item = json.loads(item_json)
+    done = Path(cfg["work_dir"]) / "done"
+    result, cached = done / f"{item['index']}.json", done / f"{item['index']}.media"
     record: dict[str, Any] = {"index": item["index"], "id": item["id"], "input": item["input"], "where": item["where"]}
     sample = None
-    try:
-        sample, info = _build_sample(cfg, item)
-        record.update(status="kept", **info)
-    except _Skip as e:
-        record.update(status="skipped", reason=e.reason, detail=e.detail)
-    except MediaError as e:
-        record.update(status="skipped", reason=R_UNREADABLE, detail=str(e))
-    except Exception as e:  # noqa: BLE001 - a bad file must never stop the run
-        record.update(status="skipped", reason=R_ERROR, detail=f"{type(e).__name__}: {e}")
+    if result.exists():  # finished by an earlier, interrupted run
+        saved = json.loads(result.read_text(encoding="utf-8"))
+        record = saved["record"] | {"resumed": True}
+        if record["status"] == "kept":
+            media = cached.read_bytes() if cfg["transcode"] else Path(item["path"]).read_bytes()
+            sample = {"id": item["id"], "media": media, "meta": saved["meta"]}
+    else:
+        attempts = Path(cfg["work_dir"]) / "attempts" / str(item["index"])
+        earlier = attempts.stat().st_size if attempts.exists() else 0
+        with open(attempts, "ab") as f:
+            f.write(b"x")
+        try:
+            if earlier >= MAX_ATTEMPTS:
+                raise _Skip(R_CRASH, f"the worker processing it died on {earlier} earlier attempts (e.g. a decoder crash)")
+            sample, info = _build_sample(cfg, item)
+            record.update(status="kept", **info)
+        except _Skip as e:
+            record.update(status="skipped", reason=e.reason, detail=e.detail)
+        except MediaError as e:
+            record.update(status="skipped", reason=R_UNREADABLE, detail=str(e))
+        except Exception as e:  # noqa: BLE001 - a bad file must never stop the run
+            record.update(status="skipped", reason=R_ERROR, detail=f"{type(e).__name__}: {e}")
+        if record["status"] == "kept" and cfg["transcode"]:
+            _atomic_write(cached, sample["media"])
+        _atomic_write(result, json.dumps({"record": record, "meta": sample and sample["meta"]}).encode())
     line = json.dumps(record) + "\n"
     with open(Path(cfg["log_dir"]) / f"worker-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(line)
@@ -542,13 +577,26 @@ class _Out:
                 "use an empty or new folder"
             )
 
-    def work_dir(self) -> Path:
-        """A fresh local scratch folder (worker logs, litdata's cache, transcode files)."""
+    def work_dir(self, fingerprint: str) -> Path:
+        """The local scratch folder (worker logs, finished inputs, litdata's cache, transcode files).
+
+        ``<out>/.prepare-tmp`` (a remote ``out``: a folder in the system's temp dir named
+        after it). Kept from an interrupted run with the same ``fingerprint`` (same
+        arguments and inputs), so its finished inputs are not processed again;
+        emptied otherwise.
+        """
         if self.remote:
-            return Path(tempfile.mkdtemp(prefix="vatt-prepare-"))
-        tmp = self.path / TMP_DIR
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+            key = hashlib.sha256(self.spec.encode()).hexdigest()[:16]
+            tmp = Path(tempfile.gettempdir()) / f"vatt-prepare-{key}"
+        else:
+            tmp = self.path / TMP_DIR
+        stamp = tmp / "fingerprint"
+        if not (stamp.is_file() and stamp.read_text() == fingerprint):
+            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp / "cache", ignore_errors=True)  # litdata's own, per run
+        for sub in ("logs", "done", "attempts"):
+            (tmp / sub).mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint)
         return tmp
 
 
@@ -711,6 +759,7 @@ def prepare(
         hasher.update(json.dumps(row, sort_keys=True).encode() + b"\n")
     fingerprint = hasher.hexdigest()
 
+    allow_plain_http()  # an http:// AWS_ENDPOINT_URL (set after import)
     dest = _Out(out)
     old = None if force else dest.read_text(SUMMARY)
     if old is not None:
@@ -737,9 +786,13 @@ def prepare(
     dest.delete(SKIPPED)
     if dest.path is not None:
         dest.path.mkdir(parents=True, exist_ok=True)
-    work = dest.work_dir()
+    work = dest.work_dir(fingerprint)
     log_dir = work / "logs"
-    log_dir.mkdir()
+    finished_before = {int(p.stem) for p in (work / "done").glob("*.json")}
+    resumed = sum(1 for e in todo if e["index"] in finished_before)
+    if resumed:
+        console.print(f"resuming an interrupted run: {resumed} of {len(todo)} inputs were finished before and are "
+                      "not processed again", markup=False)
     cfg = {"log_dir": str(log_dir), "work_dir": str(work), "min_duration": float(min_duration),
            "transcode": args["transcode"], "source": source}
     n_workers = min(int(workers), len(todo))
@@ -785,7 +838,8 @@ def prepare(
             dest.delete("index.json")  # so nothing streams the partial dataset; the next run starts over
             raise PrepareError(
                 f"{dest.spec}: incomplete run ({len(lost)} inputs without a result, e.g. {lost[:3]}; "
-                f"{written} samples written for {len(kept)} kept); rerun to rebuild it"
+                f"{written} samples written for {len(kept)} kept); rerun the same command: inputs finished so far are "
+                "not processed again"
             )
         worker_skips = [_skip_record(r, r["reason"], r["detail"]) | {"_index": r["index"]}
                         for r in records.values() if r["status"] == "skipped"]
@@ -808,6 +862,7 @@ def prepare(
             "kept_audio_only": sum(1 for r in kept if not r["has_video"]),
             "kept_without_audio": sum(1 for r in kept if not r["has_audio"]),
             "media_bytes": sum(r["bytes"] for r in kept),
+            "resumed_inputs": resumed,
             "elapsed_s": round(time.perf_counter() - t0, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": {"skipped": SKIPPED},
@@ -821,8 +876,8 @@ def prepare(
         finished = True
         return {**summary, "up_to_date": False}
     finally:
-        if dest.remote or finished:
-            shutil.rmtree(work, ignore_errors=True)  # a failed local run keeps its worker logs for a look
+        if finished:
+            shutil.rmtree(work, ignore_errors=True)  # an unfinished run keeps it: the rerun resumes from it
 
 
 # --------------------------------------------------------------------------- CLI

@@ -16,13 +16,16 @@ Batch: ``video`` float [B, 3, T, H, W] in [-1, 1], ``audio`` float [B, S],
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .clip import Augment, ClipConfig, clip_sample
 from .manifest import ClipRow, load_manifest
@@ -35,35 +38,45 @@ MAX_BAD_IN_A_ROW = 16
 
 
 class ClipDataset(Dataset):
-    """Manifest rows -> samples; see the module docstring."""
+    """Manifest rows -> samples; see the module docstring.
+
+    An index may be ``(epoch, i)`` (what ``EpochSampler`` yields): the clip's window
+    and augmentation then come from a generator seeded by (seed, epoch, i), so a
+    sample is the same whichever worker reads it and whenever a run is resumed.
+    """
 
     def __init__(
-        self, rows: list[ClipRow], tokenizer: WordTokenizer, clip: ClipConfig, augment: Augment | None
+        self, rows: list[ClipRow], tokenizer: WordTokenizer, clip: ClipConfig, augment: Augment | None, seed: int = 0
     ) -> None:
         self.rows = rows
         self.tokenizer = tokenizer
         self.clip = clip
         self.augment = augment
+        self.seed = seed
         self.bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def load(self, index: int) -> dict[str, torch.Tensor]:
+    def load(self, index: int, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         row = self.rows[index]
-        sample = clip_sample(row.video, row.captions, row.duration, self.clip, self.augment, self.tokenizer)
+        sample = clip_sample(row.video, row.captions, row.duration, self.clip, self.augment, self.tokenizer, gen)
         sample["index"] = torch.tensor(index)
         return sample
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = index if isinstance(index, tuple) else (None, index)
         errors = []
         for attempt in range(MAX_BAD_IN_A_ROW):
             i = (index + attempt) % len(self.rows)
+            gen = None
+            if epoch is not None:  # the replacement of a bad clip draws as that clip would
+                gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF)
             if i in self.bad:  # known bad (this worker saw it fail before): skipped again, and counted again
                 errors.append(f"{self.rows[i].video}: failed before")
                 continue
             try:
-                sample = self.load(i)
+                sample = self.load(i, gen)
             except (MediaError, OSError) as e:
                 self.bad.add(i)
                 errors.append(str(e))
@@ -75,6 +88,58 @@ class ClipDataset(Dataset):
             f"data: {MAX_BAD_IN_A_ROW} clips in a row could not be read, e.g. {errors[:2]}; "
             "check the files the manifest names (python -m vatt.data.media can't decode them)"
         )
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of a (seed, epoch)-determined order, as ``(epoch, index)``; can start mid-epoch.
+
+    A ``DistributedSampler`` (Lightning leaves it in place under DDP and calls its
+    ``set_epoch``), over one replica when no process group is running.
+    ``ResumableLoader`` sets ``start`` when a run resumes in the middle of an epoch.
+    """
+
+    def __init__(self, dataset: Dataset, shuffle: bool, seed: int, drop_last: bool) -> None:
+        world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.start = 0
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        epoch = self.epoch
+        return ((epoch, i) for i in itertools.islice(super().__iter__(), start, None))
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` over an ``EpochSampler`` that Lightning checkpoints: the epoch and the batches it handed out.
+
+    Lightning stores ``state_dict()`` in every checkpoint and calls
+    ``load_state_dict`` when resuming; the next epoch of the same number then skips
+    the batches the run had already trained on, so a run resumed mid-epoch sees the
+    uninterrupted run's batches. (Lightning does not fetch ahead from a loader with a
+    length, so the count is what the training loop consumed.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches = 0
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self):
+        sampler: EpochSampler = self.sampler
+        self._batches = 0
+        if self._resume is not None and self._resume["epoch"] == sampler.epoch:
+            self._batches = self._resume["batches"]
+            sampler.start = self._batches * self.batch_size
+        self._resume = None
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
 
 # --------------------------------------------------------------------------- DataModule
@@ -146,6 +211,7 @@ class PretrainDataModule(CaptionDataModule):
         demo: bool = False,
         demo_options: dict | None = None,
         experiment_hint: str = "",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         del global_batch_size  # train.py derives batch_size from it
@@ -166,6 +232,7 @@ class PretrainDataModule(CaptionDataModule):
         self.train_manifest, self.val_manifest = train_manifest, val_manifest
         self.vocab, self.max_vocab = vocab, max_vocab
         self.demo, self.demo_options = demo, dict(demo_options or {})
+        self.seed = seed
         self.tokenizer: WordTokenizer | None = None
         self.train_set: ClipDataset | None = None
         self.val_set: ClipDataset | None = None
@@ -194,7 +261,8 @@ class PretrainDataModule(CaptionDataModule):
     def setup(self, stage: str | None = None) -> None:
         tok = self.load_tokenizer()
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = ClipDataset(load_manifest(self.path / self.train_manifest).rows, tok, self.clip, self.augment)
+            self.train_set = ClipDataset(load_manifest(self.path / self.train_manifest).rows, tok, self.clip, self.augment,
+                                         self.seed)
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = ClipDataset(load_manifest(self.path / self.val_manifest).rows, tok, self.clip, None)
 
@@ -210,7 +278,16 @@ class PretrainDataModule(CaptionDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, True)
+        # equal batches on every rank for the gathered losses and BN: drop the last partial one
+        return ResumableLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(self.train_set, shuffle=True, seed=self.seed, drop_last=True),
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.val_batch_size, False)

@@ -14,14 +14,17 @@ window -> decode from memory -> augment -> K captions -> tokens.
   uninterrupted run would have seen: the random window and augmentation of a
   sample are drawn from a generator seeded by (seed, epoch, sample index), not
   from the worker's global RNG.
-- A sample that fails to decode is skipped, logged with its reason and counted
-  in the next good sample's ``skipped`` entry (logged as ``data/skipped``).
+- A sample that fails to decode is skipped, logged with its reason and replaced
+  by a neighbour from its chunk, read beside the stream (which does not advance,
+  so a resumed run's position is exact); the replacement counts it in its
+  ``skipped`` entry (logged as ``data/skipped``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -29,8 +32,10 @@ from typing import Any
 
 import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
+from litdata.streaming.sampler import ChunkedIndex
 
 from .media import MediaError
+from .objectstore import allow_plain_http
 from .clip import Augment, ClipConfig, clip_sample
 from .manifest import Caption
 from .pretrain import CaptionDataModule, default_num_workers
@@ -86,7 +91,8 @@ class ClipShardDataset(StreamingDataset):
     def raw(self, index: Any) -> dict[str, Any]:
         return super().__getitem__(index)
 
-    def __getitem__(self, index: Any) -> dict[str, torch.Tensor] | None:
+    def _sample(self, index: Any) -> dict[str, torch.Tensor]:
+        """Decode and augment one stored sample; raises on a bad one."""
         item = self.raw(index)
         flat = int(getattr(index, "index", index))
         gen = torch.Generator().manual_seed(hash((self.seed, self.current_epoch, flat)) & 0x7FFF_FFFF_FFFF)
@@ -95,23 +101,51 @@ class ClipShardDataset(StreamingDataset):
             # litdata hands out a memoryview; read_clip takes bytes
             sample = clip_sample(bytes(item["media"]), captions, duration, self.clip, self.augment, self.tokenizer, gen)
         except (MediaError, ValueError, KeyError) as e:
-            log.warning("data: skipping shard sample %s (%s)", item.get("id", flat), e)
-            return None
+            raise MediaError(f"shard sample {item.get('id', flat)}: {e}") from e
         sample["index"] = torch.tensor(flat + (self.source_id << 32))
         return sample
 
-    def __next__(self) -> dict[str, torch.Tensor]:
-        bad = 0
-        while True:
-            sample = super().__next__()  # raises StopIteration at the end of the epoch
-            if sample is not None:
-                sample["skipped"] = torch.tensor(bad)
-                return sample
-            bad += 1
-            if bad >= MAX_BAD_IN_A_ROW:
-                raise RuntimeError(
-                    f"data: {bad} shard samples in a row could not be decoded; check the shards in {self.input_dir.path or self.input_dir.url}"
-                )
+    def _neighbours(self, index: Any) -> Any:
+        """Other samples of the chunk ``index`` is in (after it, then before it), as litdata indices."""
+        flat = int(getattr(index, "index", index))
+        chunk = getattr(index, "chunk_index", None)
+        for k in range(1, MAX_BAD_IN_A_ROW):
+            for j in (flat + k, flat - k):
+                if not 0 <= j < len(self):
+                    continue
+                if chunk is None:
+                    yield j
+                    continue
+                try:
+                    j_chunk = self.cache._get_chunk_index_from_index(j)[1]
+                except Exception:  # noqa: BLE001 - outside the dataset's region of interest
+                    continue
+                if j_chunk == chunk:
+                    yield ChunkedIndex(index=j, chunk_index=chunk, chunk_indexes=getattr(index, "chunk_indexes", None))
+
+    def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
+        """The sample at ``index``; a bad one is replaced by a neighbour in its chunk and counted in ``skipped``.
+
+        The replacement is read beside the stream, which does not advance: the
+        loader's position (what a checkpoint records) stays the number of samples
+        it handed out, so a resumed run continues exactly, skips or not.
+        """
+        errors = []
+        for candidate in itertools.chain([index], self._neighbours(index)):
+            try:
+                sample = self._sample(candidate)
+            except MediaError as e:
+                errors.append(str(e))
+                log.warning("data: skipping %s", e)
+                if len(errors) >= MAX_BAD_IN_A_ROW:
+                    break
+                continue
+            sample["skipped"] = torch.tensor(len(errors))
+            return sample
+        raise RuntimeError(
+            f"data: {len(errors)} shard samples around sample {int(getattr(index, 'index', index))} could not be decoded "
+            f"(e.g. {errors[:2]}); check the shards in {self.input_dir.path or self.input_dir.url}"
+        )
 
 
 class ShardsDataModule(CaptionDataModule):
@@ -225,6 +259,7 @@ class ShardsDataModule(CaptionDataModule):
         )
 
     def train_dataloader(self) -> StreamingDataLoader:
+        allow_plain_http()  # an http:// AWS_ENDPOINT_URL (set after import)
         datasets = [self._dataset(s["path"], True, i) for i, s in enumerate(self.sources)]
         if len(datasets) == 1:
             dataset = datasets[0]

@@ -6,6 +6,9 @@ import logging
 import os
 import random
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
+
+log = logging.getLogger("vatt.train")
 
 
 class LastCheckpoint(Checkpoint):
@@ -27,25 +32,37 @@ class LastCheckpoint(Checkpoint):
     it also saves a monitored checkpoint, i.e. when the metric improves, so resuming
     from it could silently rewind. This callback writes it after every validation,
     at the end of every training epoch, every ``every_n_train_steps`` optimizer
-    steps (when set) and at the end of fitting, whenever the step has moved since
+    steps and every ``every_n_minutes`` (when set), when a run is preempted
+    (``Preemption``) and at the end of fitting, whenever the step has moved since
     the last write. The file is written beside the target and renamed over it, so
-    a run killed mid-write leaves the previous ``last.ckpt`` intact.
+    a run killed mid-write leaves the previous ``last.ckpt`` intact; the one before
+    is kept as ``previous.ckpt`` (``keep_previous``), which ``ckpt_path=last`` falls
+    back to when ``last.ckpt`` cannot be read.
     """
 
-    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt", every_n_train_steps: int | None = None) -> None:
+    PREVIOUS = "previous.ckpt"
+
+    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt", every_n_train_steps: int | None = None,
+                 every_n_minutes: float | None = None, keep_previous: bool = True) -> None:
         super().__init__()
         if every_n_train_steps is not None and every_n_train_steps < 1:
             raise ValueError(f"every_n_train_steps={every_n_train_steps}: give a positive number of steps or null")
+        if every_n_minutes is not None and not every_n_minutes > 0:
+            raise ValueError(f"every_n_minutes={every_n_minutes}: give a positive number of minutes or null")
         self.dirpath = Path(dirpath)
         self.filename = filename
         self.every_n_train_steps = every_n_train_steps
+        self.every_n_minutes = every_n_minutes
+        self.keep_previous = keep_previous
         self._saved_step: int | None = None
+        self._saved_time = time.monotonic()
 
     @property
     def path(self) -> Path:
         return self.dirpath / self.filename
 
     def save(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` (all ranks call this; rank 0 writes), keeping the one before as ``previous.ckpt``."""
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         if self._saved_step == trainer.global_step:
@@ -53,18 +70,29 @@ class LastCheckpoint(Checkpoint):
         tmp = self.path.with_name(self.path.name + ".tmp")
         trainer.save_checkpoint(tmp)  # every rank takes part; the strategy writes from rank 0
         if trainer.is_global_zero:
-            if tmp.is_dir():  # sharded checkpoints are folders
+            previous = self.dirpath / self.PREVIOUS
+            if self.keep_previous and self.path.exists():
+                # a resume falls back to it when last.ckpt turns out unreadable (disk full, a copy cut short)
+                if previous.is_dir():
+                    shutil.rmtree(previous, ignore_errors=True)
+                os.replace(self.path, previous)
+            elif tmp.is_dir():  # sharded checkpoints are folders
                 shutil.rmtree(self.path, ignore_errors=True)
             os.replace(tmp, self.path)
         trainer.strategy.barrier("last_checkpoint")
         self._saved_step = trainer.global_step
+        self._saved_time = time.monotonic()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a resumed run has its restored step on disk already
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+        due = bool(self.every_n_train_steps) and trainer.global_step % self.every_n_train_steps == 0
+        if self.every_n_minutes and not due:
+            # rank 0's clock decides, so that every rank takes part in the same saves
+            due = trainer.strategy.broadcast(time.monotonic() - self._saved_time >= 60 * self.every_n_minutes)
+        if due:
             self.save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -221,3 +249,155 @@ class DemoProbe(Callback):
             shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("_top1"))
             logging.getLogger("vatt.lightning.pretrain").info("step %d: %s", trainer.global_step, shown)
         trainer.strategy.barrier("demo_probe")
+
+
+class Preemption(Callback):
+    """Stop cleanly on a signal: finish the step, write ``last.ckpt``, exit with a message saying how to resume.
+
+    ``signals`` (names) are caught from ``setup`` on: SIGTERM (what schedulers send
+    before killing a job), SIGINT (Ctrl-C; a second one aborts at once) and SIGUSR1
+    (what ``sbatch --signal=USR1@120`` sends before the time limit). After the current
+    optimizer step every rank agrees to stop (any rank that got a signal counts),
+    ``LastCheckpoint`` writes ``last.ckpt`` and the run ends; ``vatt.train`` then exits
+    with status 128 + the signal number. ``requeue``: under SLURM (``SLURM_JOB_ID``
+    set), rank 0 runs ``scontrol requeue <job>`` so the job starts again and resumes
+    with ``ckpt_path=last``; ``"auto"`` requeues on SIGUSR1 only (the time-limit
+    warning), ``true`` on every signal, ``false`` never.
+    """
+
+    def __init__(self, signals: list[str] | tuple[str, ...] = ("SIGTERM", "SIGINT", "SIGUSR1"),
+                 requeue: bool | str = "auto") -> None:
+        super().__init__()
+        unknown = [s for s in signals if not isinstance(getattr(signal, str(s), None), signal.Signals)]
+        if unknown:
+            raise ValueError(f"callbacks.preemption.signals: unknown signal(s) {unknown}; use names like SIGTERM, SIGUSR1")
+        if requeue not in (True, False, "auto"):
+            raise ValueError(f"callbacks.preemption.requeue must be true, false or auto, got {requeue!r}")
+        self.signals = [getattr(signal, str(s)) for s in signals]
+        self.requeue = requeue
+        self.received: signal.Signals | None = None
+        self.stopped_at: int | None = None
+        self.checkpoint: Path | None = None
+        self.requeued = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum)
+        log.warning("received %s: stopping after this step and writing checkpoints/last.ckpt", self.received.name)
+
+    def _install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.signals:
+            old = signal.signal(s, self._handler)
+            self._old.setdefault(s, old)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.received, self.stopped_at, self.requeued = None, None, False
+            self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()  # again: Lightning installs its own SIGTERM handler between setup and here
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        got = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+        if not got or trainer.should_stop:
+            return
+        if self.received is None:
+            self.received = signal.SIGTERM  # another rank was signalled
+        self.stopped_at = trainer.global_step
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, LastCheckpoint):
+                cb.save(trainer)
+                self.checkpoint = cb.path
+        trainer.should_stop = True
+        if trainer.is_global_zero and self._should_requeue():
+            job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
+            if os.environ.get("SLURM_ARRAY_TASK_ID"):
+                job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            self.requeued = result.returncode == 0
+            if self.requeued:
+                log.warning("SLURM job %s requeued; it resumes from %s when it starts again", job, self.checkpoint)
+            else:
+                log.warning("scontrol requeue %s failed (%s)", job, (result.stderr or result.stdout).strip())
+
+    def _should_requeue(self) -> bool:
+        if "SLURM_JOB_ID" not in os.environ or self.requeue is False:
+            return False
+        return self.requeue is True or self.received == signal.SIGUSR1
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+
+class NonFiniteError(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+
+
+class NonFiniteGuard(Callback):
+    """Skip the optimizer step when the loss or the gradient norm is not finite; stop after ``max_in_a_row``.
+
+    Checked after backward, before the optimizer: the module's ``last_loss`` (the
+    training step's loss, fp32 under bf16 too) and the global gradient norm. A bad
+    step sets every gradient to None, so the optimizer leaves every weight and its
+    own state untouched; it is counted (``train/nonfinite_steps``, a running total
+    kept in checkpoints) and logged with the batch's sample ids. ``max_in_a_row``
+    consecutive bad steps stop the run with ``NonFiniteError``. Every rank reaches the
+    same decision (gradients are already averaged; the loss check is reduced).
+    """
+
+    def __init__(self, max_in_a_row: int = 10) -> None:
+        super().__init__()
+        if max_in_a_row < 1:
+            raise ValueError(f"callbacks.nonfinite.max_in_a_row must be >= 1, got {max_in_a_row}")
+        self.max_in_a_row = max_in_a_row
+        self.total = 0
+        self.in_a_row = 0
+        self._ids: list[int] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        ids = batch.get("index") if isinstance(batch, dict) else None
+        self._ids = ids.tolist() if isinstance(ids, torch.Tensor) else []
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else None
+        loss = getattr(pl_module, "last_loss", None)
+        bad_loss = loss is not None and not bool(torch.isfinite(loss).all())
+        bad_grad = norm is not None and not bool(torch.isfinite(norm))
+        bad = trainer.strategy.reduce_boolean_decision(bad_loss or bad_grad, all=False)
+        if bad:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            self.total += 1
+            self.in_a_row += 1
+            log.warning(
+                "step %d: non-finite %s (loss %s, gradient norm %s); skipped the update (%d in a row, %d in all); "
+                "samples %s", trainer.global_step, "loss" if bad_loss else "gradient",
+                None if loss is None else float(loss), None if norm is None else float(norm),
+                self.in_a_row, self.total, self._ids)
+        else:
+            self.in_a_row = 0
+        pl_module.log("train/nonfinite_steps", float(self.total), on_step=True, on_epoch=False, batch_size=1)
+        if self.in_a_row >= self.max_in_a_row:
+            raise NonFiniteError(
+                f"{self.in_a_row} optimizer steps in a row had a non-finite loss or gradient (last at step "
+                f"{trainer.global_step}, samples {self._ids}); the run is stopped. Lower the learning rate, check the "
+                "data those samples come from, or resume from an earlier checkpoint "
+                "(callbacks.nonfinite.max_in_a_row sets the limit)")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "in_a_row": self.in_a_row}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.total, self.in_a_row = int(state_dict["total"]), int(state_dict["in_a_row"])

@@ -119,6 +119,7 @@ class VATTFinetuneModule(L.LightningModule):
             onehot = y.float() if self.multilabel else F.one_hot(y, self.num_classes).float()
             y = lam * onehot + (1 - lam) * onehot[perm]
         loss = self.loss(self(x), y)
+        self.last_loss = loss.detach()  # NonFiniteGuard checks it before the optimizer step
         bs = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)

@@ -132,6 +132,7 @@ class VATTPretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.losses(self(batch))
+        self.last_loss = losses["loss"].detach()  # NonFiniteGuard checks it before the optimizer step
         bs = batch["video"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
