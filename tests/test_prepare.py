@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import vatt.data.prepare as prep
+import vatt.data.prepare.worker  # noqa: F401 - prep.worker: the code a worker runs
 from conftest import flash_and_click, write_av
 from vatt.data.media import read_clip
 from vatt.data.prepare import PrepareError, main, prepare
@@ -228,14 +229,14 @@ def test_howto100m_folder_and_caption_json(tmp_path, monkeypatch):
     captions = tmp_path / "caption.json"
     captions.write_text(json.dumps(table))
 
-    real_probe = prep.probe_duration
+    real_probe = prep.worker.probe_duration
 
     def flaky_probe(src):
         if "vidX" in str(src):
             raise ZeroDivisionError("simulated worker bug")
         return real_probe(src)
 
-    monkeypatch.setattr(prep, "probe_duration", flaky_probe)  # forked workers inherit the patch
+    monkeypatch.setattr(prep.worker, "probe_duration", flaky_probe)  # forked workers inherit the patch
     out = tmp_path / "out"
     summary = prepare("howto100m", out, videos=videos, captions=captions, workers=2, require_captions=True,
                       progress=True, start_method="fork", source="howto")
@@ -510,7 +511,7 @@ def test_an_interrupted_run_resumes_with_only_the_remaining_inputs_and_the_same_
     full = prepare("manifest", tmp_path / "full", manifest=manifest, workers=1, progress=False)
 
     calls, crashes = tmp_path / "calls.txt", tmp_path / "crashes.txt"
-    real = prep._build_sample
+    real = prep.worker._build_sample
 
     def crashing(cfg, item):  # runs in the worker process
         with open(calls, "a") as f:
@@ -520,7 +521,7 @@ def test_an_interrupted_run_resumes_with_only_the_remaining_inputs_and_the_same_
             os._exit(3)  # the worker dies half-way (a decoder crash, an OOM kill)
         return real(cfg, item)
 
-    monkeypatch.setattr(prep, "_build_sample", crashing)
+    monkeypatch.setattr(prep.worker, "_build_sample", crashing)
     for mode in ("once", "always"):
         out = tmp_path / f"out-{mode}"
         calls.unlink(missing_ok=True)

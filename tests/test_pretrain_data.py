@@ -318,3 +318,32 @@ def test_aspect_jitter_draws_independent_height_and_width_factors_with_its_proba
     assert 0.72 <= len(stretched) / len(seen) <= 0.88  # p = 0.8
     assert all(0.8 <= f <= 1.2 for s in stretched for f in s)
     assert np.corrcoef(np.array(stretched).T)[0, 1] < 0.3  # height and width drawn independently
+
+
+def test_one_caption_rule_for_manifests_prepare_and_shards():
+    """Each rule of clean_captions once; the three readers use it (their own tests check their reports)."""
+    import json
+
+    from vatt.data.manifest import CAPTION_EMPTY, CAPTION_UNUSABLE, Caption, clean_captions
+    from vatt.data.prepare.listers import _clean_captions
+    from vatt.data.shards import parse_meta
+
+    raw = [
+        {"start": 4, "end": 5, "text": " late "},            # kept, stripped, sorted after the next
+        {"start": 1.0, "end": 2.0, "text": "early"},          # kept
+        {"start": 1.0, "end": 1.5, "text": "earlier end"},    # kept: (start, end) order
+        {"start": 0, "text": "no end"},                       # missing key
+        {"start": "x", "end": 1, "text": "bad number"},       # not a number
+        {"start": 0, "end": float("inf"), "text": "inf"},     # not finite
+        {"start": 0, "end": 1, "text": 7},                    # text not a string
+        {"start": 0, "end": 1, "text": "   "},                # empty text
+        {"start": 3, "end": 2, "text": "backwards"},          # end < start
+        "not a dict",
+    ]
+    kept, dropped = clean_captions(raw)
+    assert kept == [Caption(1.0, 1.5, "earlier end"), Caption(1.0, 2.0, "early"), Caption(4.0, 5.0, "late")]
+    assert dropped == [CAPTION_UNUSABLE] * 4 + [CAPTION_EMPTY] * 2 + [CAPTION_UNUSABLE]
+    assert clean_captions(None) == ([], []) and clean_captions("a string") == ([], ["captions must be a list, got str"])
+    rows, n = _clean_captions(raw)
+    assert n == 7 and [r["text"] for r in rows] == ["earlier end", "early", "late"]
+    assert parse_meta(json.dumps({"captions": raw, "duration": 6.0}))[0] == kept

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from .media import _audio_array
 from .clip import Augment, ClipConfig, audio_to_tensor, video_to_tensor
+from .media import _audio_array
 from .shards import ClipShardDataset, parse_meta
 from .tokenizer import WordTokenizer
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,39 @@ class ClipRow:
 class Manifest:
     rows: list[ClipRow]
     skipped: list[str]  # "line N: reason" for every row or caption left out
+
+
+CAPTION_UNUSABLE = "caption without start/end/text dropped"
+CAPTION_EMPTY = "empty caption or end < start dropped"
+
+
+def clean_captions(raw: Any) -> tuple[list[Caption], list[str]]:
+    """The one caption rule of the project (manifests, ``prepare``, shards): usable captions and why others went.
+
+    A caption needs numeric, finite ``start`` <= ``end`` and a non-empty string
+    ``text`` (stripped). Kept captions are sorted by (start, end); every dropped one
+    gives a reason. ``raw`` that is not a list (or None) keeps nothing.
+    """
+    if raw is None:
+        return [], []
+    if not isinstance(raw, list):
+        return [], [f"captions must be a list, got {type(raw).__name__}"]
+    kept, dropped = [], []
+    for c in raw:
+        try:
+            start, end, text = float(c["start"]), float(c["end"]), c["text"]
+        except (KeyError, TypeError, ValueError):
+            dropped.append(CAPTION_UNUSABLE)
+            continue
+        if not isinstance(text, str) or not math.isfinite(start) or not math.isfinite(end):
+            dropped.append(CAPTION_UNUSABLE)
+            continue
+        if not text.strip() or end < start:
+            dropped.append(CAPTION_EMPTY)
+            continue
+        kept.append(Caption(start, end, text.strip()))
+    kept.sort(key=lambda c: (c.start, c.end))
+    return kept, dropped
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -67,18 +101,8 @@ def load_manifest(path: str | Path) -> Manifest:
         if not video.is_file():
             skipped.append(f"{where}: missing file {item['video']}")
             continue
-        captions = []
-        for c in item.get("captions") or []:
-            try:
-                cap = Caption(float(c["start"]), float(c["end"]), str(c["text"]).strip())
-            except (KeyError, TypeError, ValueError):
-                skipped.append(f"{where}: caption without start/end/text dropped")
-                continue
-            if not cap.text or cap.end < cap.start:
-                skipped.append(f"{where}: empty caption or end < start dropped")
-                continue
-            captions.append(cap)
-        captions.sort(key=lambda c: c.start)
+        captions, dropped = clean_captions(item.get("captions"))
+        skipped.extend(f"{where}: {reason}" for reason in dropped)
         duration = item.get("duration")
         rows.append(ClipRow(video, captions, float(duration) if duration else None, item.get("labels") or {}))
     if not rows:

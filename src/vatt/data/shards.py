@@ -34,10 +34,10 @@ import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.sampler import ChunkedIndex
 
+from .clip import Augment, ClipConfig, clip_sample
+from .manifest import Caption, clean_captions
 from .media import MediaError
 from .objectstore import allow_plain_http
-from .clip import Augment, ClipConfig, clip_sample
-from .manifest import Caption
 from .pretrain import CaptionDataModule, default_num_workers
 from .tokenizer import WordTokenizer
 
@@ -60,10 +60,7 @@ def _read_summary(path: str) -> dict | None:
 
 def parse_meta(meta: str) -> tuple[list[Caption], float | None, dict]:
     m = json.loads(meta)
-    captions = sorted(
-        (Caption(float(c["start"]), float(c["end"]), str(c["text"])) for c in m.get("captions") or [] if str(c.get("text", "")).strip()),
-        key=lambda c: c.start,
-    )
+    captions, _ = clean_captions(m.get("captions"))  # prepare stored clean ones; the same rule for any other writer
     return captions, m.get("duration"), m
 
 

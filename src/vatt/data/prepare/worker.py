@@ -1,0 +1,262 @@
+"""What a worker does with one input: probe, test-decode, transcode, build the sample, record the outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import uuid
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from ..media import MediaError, probe_duration, read_clip
+from .common import (
+    _DECODE_CHECK_PACKETS,
+    MAX_ATTEMPTS,
+    R_CRASH,
+    R_ERROR,
+    R_NO_STREAM,
+    R_NO_VIDEO,
+    R_TOO_SHORT,
+    R_TRANSCODE,
+    R_UNREADABLE,
+    _Skip,
+)
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The first real video stream (cover art in audio files does not count)."""
+    for s in container.streams.video:
+        if not int(s.disposition) & int(av.stream.Disposition.attached_pic):
+            return s
+    return None
+
+
+def _probe(src: str | bytes) -> dict[str, Any]:
+    """Duration (container header, else packet times), streams, and a decode check of the first frames."""
+    duration = probe_duration(src)  # MediaError for unreadable files
+    name = f"<{len(src)} bytes>" if isinstance(src, (bytes, bytearray)) else str(src)
+    try:
+        with av.open(_source(src)) as container:
+            vstream = _video_stream(container)
+            astream = container.streams.audio[0] if container.streams.audio else None
+            wanted = [s for s in (vstream, astream) if s is not None]
+            v_index = vstream.index if vstream is not None else None
+            a_index = astream.index if astream is not None else None
+            a_rate = astream.rate if astream is not None else None
+            decoded: set[int] = set()
+            end_time = 0.0
+            for n, packet in enumerate(container.demux(wanted)):
+                if packet.pts is not None and packet.time_base is not None:
+                    end_time = max(end_time, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+                if packet.stream.index not in decoded:
+                    with contextlib.suppress(av.error.InvalidDataError):
+                        if packet.decode():
+                            decoded.add(packet.stream.index)
+                if duration > 0 and (len(decoded) == len(wanted) or n >= _DECODE_CHECK_PACKETS):
+                    break
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError(f"{name}: cannot read ({e})") from e
+    if v_index is not None and v_index not in decoded:
+        raise MediaError(f"{name}: no decodable video frame")
+    if duration <= 0:
+        duration = end_time
+    return {
+        "duration": float(duration),
+        "has_video": v_index is not None,
+        "has_audio": a_index is not None and a_index in decoded,
+        "sample_rate": a_rate,
+    }
+
+
+def _check_decodes(src: str | bytes, info: dict[str, Any]) -> None:
+    """Decode a short window at the start and one at the end with the loader's ``read_clip``.
+
+    The end window catches truncated files (the header promises more than the data
+    holds) and both catch streams without a decoder: what passes here decodes in training.
+    """
+    rate = info["sample_rate"] if info["has_audio"] and info["sample_rate"] else 16000  # native: no resampling
+    frames = 2 if info["has_video"] else 0
+    for start in sorted({0.0, max(0.0, info["duration"] - 0.5)}):
+        read_clip(src, start, num_frames=frames, fps=10.0, sample_rate=rate, num_samples=rate // 5)
+
+
+def _source(src: str | bytes) -> Any:
+    return io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src)
+
+
+def _even_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    scale = short_side / min(width, height)
+    def even(x: float) -> int:
+        return max(2, 2 * round(x / 2))
+    if width <= height:
+        return short_side, even(height * scale)
+    return even(width * scale), short_side
+
+
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+def _transcode(src: str, short_side: int, dst: Path) -> bytes:
+    """Re-encode to MP4: H.264 (short side ``short_side``, a keyframe every second) + AAC."""
+    try:
+        with av.open(src) as inp, av.open(str(dst), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            vin = _video_stream(inp)
+            ain = inp.streams.audio[0] if inp.streams.audio else None
+            vout = aout = None
+            if vin is not None:
+                rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+                rate = Fraction(rate).limit_denominator(1001)
+                width, height = _even_size(vin.codec_context.width, vin.codec_context.height, short_side)
+                # keyframes are forced at every whole second below; a longer GOP and no
+                # scene-cut detection keep x264 from adding others
+                gop = str(2 * max(1, round(float(rate))) + 1)
+                vout = out.add_stream("libx264", rate=rate)
+                vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+                vout.options = {"g": gop, "sc_threshold": "0", "preset": "veryfast", "crf": "23"}
+                vout.codec_context.time_base = 1 / rate
+            if ain is not None:
+                channels = ain.layout.nb_channels or 1
+                arate = ain.rate if ain.rate in _AAC_RATES else 48000
+                aout = out.add_stream("aac", rate=arate)
+                aout.layout = "mono" if channels == 1 else "stereo"
+            streams = [s for s in (vin, ain) if s is not None]
+            if not streams:
+                raise MediaError(f"{src}: no audio or video stream")
+            # times from the container start (MPEG-TS starts at ~1.4 s), as read_clip counts
+            # them; audio and video keep their offset to each other
+            origin = inp.start_time / av.time_base if inp.start_time is not None else 0.0
+            last_pts, last_key_second, audio_next = -1, -1, None
+            for packet in inp.demux(streams):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:  # a damaged packet: skip it, as read_clip does
+                    continue
+                for frame in frames:
+                    if isinstance(frame, av.VideoFrame):
+                        t = frame.time
+                        pts = last_pts + 1 if t is None else max(last_pts + 1, round(max(0.0, t - origin) * rate))
+                        last_pts = pts
+                        f = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
+                        f.pts, f.time_base = pts, 1 / rate
+                        second = math.floor(pts / rate)
+                        key = second > last_key_second
+                        f.pict_type = av.video.frame.PictureType.I if key else av.video.frame.PictureType.NONE
+                        last_key_second = max(last_key_second, second)
+                        out.mux(vout.encode(f))
+                    else:
+                        sr = frame.sample_rate
+                        pts = audio_next if frame.time is None else round(max(0.0, frame.time - origin) * sr)
+                        pts = max(pts or 0, audio_next or 0)  # never overlap the previous frame
+                        frame.pts, frame.time_base = pts, Fraction(1, sr)
+                        audio_next = pts + frame.samples
+                        out.mux(aout.encode(frame))
+            for s in (vout, aout):
+                if s is not None:
+                    out.mux(s.encode(None))
+    except av.error.FFmpegError as e:
+        raise _Skip(R_TRANSCODE, f"{src}: {e}") from e
+    return dst.read_bytes()
+
+
+def _build_sample(cfg: dict[str, Any], item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    path = item["path"]
+    info = _probe(path)
+    if item["need_video"] and not info["has_video"]:
+        raise _Skip(R_NO_VIDEO, f"{path} has no video stream" + (" (audio only)" if info["has_audio"] else ""))
+    if not info["has_video"] and not info["has_audio"]:
+        raise _Skip(R_NO_STREAM, f"{path} has no decodable audio or video stream")
+    if info["duration"] < cfg["min_duration"]:
+        raise _Skip(R_TOO_SHORT, f"{info['duration']:.2f} s < {cfg['min_duration']:g} s")
+    _check_decodes(path, info)
+    if cfg["transcode"]:
+        tmp = Path(cfg["work_dir"]) / f"transcode-{os.getpid()}-{uuid.uuid4().hex}.mp4"
+        try:
+            media = _transcode(path, cfg["transcode"], tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        try:
+            info = _probe(media)
+            _check_decodes(media, info)
+        except MediaError as e:
+            raise _Skip(R_TRANSCODE, str(e)) from e
+    else:
+        with open(path, "rb") as f:
+            media = f.read()
+    meta = {
+        "captions": item["captions"],
+        "labels": item["labels"],
+        "duration": info["duration"],
+        "source": cfg["source"],
+        "has_video": info["has_video"],
+        "has_audio": info["has_audio"],
+    }
+    record = {
+        "duration": info["duration"],
+        "has_video": info["has_video"],
+        "has_audio": info["has_audio"],
+        "captions": len(item["captions"]),
+        "bytes": len(media),
+    }
+    return {"id": item["id"], "media": media, "meta": json.dumps(meta)}, record
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _process(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
+    """litdata's ``fn``: one sample, or None (litdata writes nothing) for a skipped input.
+
+    Never raises (an exception in ``fn`` would stop the whole run): every outcome is
+    appended to this worker's log file, which the parent merges at the end, and kept
+    in ``done/<index>.json`` (+ ``done/<index>.media`` for a transcoded input) so that
+    a rerun after an interruption re-emits it without probing or transcoding again.
+    An input whose worker died on ``MAX_ATTEMPTS`` earlier attempts is skipped.
+    """
+    item = json.loads(item_json)
+    done = Path(cfg["work_dir"]) / "done"
+    result, cached = done / f"{item['index']}.json", done / f"{item['index']}.media"
+    record: dict[str, Any] = {"index": item["index"], "id": item["id"], "input": item["input"], "where": item["where"]}
+    sample = None
+    if result.exists():  # finished by an earlier, interrupted run
+        saved = json.loads(result.read_text(encoding="utf-8"))
+        record = saved["record"] | {"resumed": True}
+        if record["status"] == "kept":
+            media = cached.read_bytes() if cfg["transcode"] else Path(item["path"]).read_bytes()
+            sample = {"id": item["id"], "media": media, "meta": saved["meta"]}
+    else:
+        attempts = Path(cfg["work_dir"]) / "attempts" / str(item["index"])
+        earlier = attempts.stat().st_size if attempts.exists() else 0
+        with open(attempts, "ab") as f:
+            f.write(b"x")
+        try:
+            if earlier >= MAX_ATTEMPTS:
+                raise _Skip(R_CRASH, f"the worker processing it died on {earlier} earlier attempts (e.g. a decoder crash)")
+            sample, info = _build_sample(cfg, item)
+            record.update(status="kept", **info)
+        except _Skip as e:
+            record.update(status="skipped", reason=e.reason, detail=e.detail)
+        except MediaError as e:
+            record.update(status="skipped", reason=R_UNREADABLE, detail=str(e))
+        except Exception as e:  # noqa: BLE001 - a bad file must never stop the run
+            record.update(status="skipped", reason=R_ERROR, detail=f"{type(e).__name__}: {e}")
+        if record["status"] == "kept" and cfg["transcode"]:
+            _atomic_write(cached, sample["media"])
+        _atomic_write(result, json.dumps({"record": record, "meta": sample and sample["meta"]}).encode())
+    line = json.dumps(record) + "\n"
+    with open(Path(cfg["log_dir"]) / f"worker-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+        f.write(line)
+    return sample if record["status"] == "kept" else None
+
+
+# --------------------------------------------------------------------------- output folder (local or object store)
+
+
