@@ -11,9 +11,9 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
 # Every `key=value` on the make command line is a Hydra override, e.g.
 #   make train experiment=demo model.droptoken=0.25 trainer.max_epochs=2
-ARGS := $(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=%,$(MAKEOVERRIDES))
+ARGS := $(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=% run=%,$(MAKEOVERRIDES))
 
-.PHONY: help install test train sweep eval export data-demo shards tensorboard flops bench bench-data clean
+.PHONY: help install test train sweep eval export report data-demo shards tensorboard flops bench bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ data-demo: install ## generate the built-in demo dataset into data/demo/ (skippe
 shards: data-demo ## prepare the demo data as streaming shards in data/shards/demo/{train,val} (skipped when up to date)
 	$(PY) -m vatt.data.prepare manifest --manifest data/demo/train.jsonl --out data/shards/demo/train --workers 2
 	$(PY) -m vatt.data.prepare manifest --manifest data/demo/val.jsonl --out data/shards/demo/val --workers 2
+
+report: install ## a table and plots of a run or a sweep, e.g. make report run=logs/train/multiruns/<time>
+	@test -n "$(run)" || { echo "usage: make report run=PATH (a run folder or a sweep's folder)"; exit 2; }
+	$(PY) -m vatt.report $(run)
 
 bench: data-demo ## every benchmark (CPU, ~8 min on 2 cores): bench/results.json and bench/results.md; GPU: bench/gpu.sh
 	$(PY) -m vatt.bench --out bench

@@ -269,6 +269,21 @@ def check_resume_last(cmd: str, root: Path) -> None:
     assert f"resuming from {ckpt.resolve()} (global step {step})" in log
 
 
+def check_report(cmd: str, root: Path) -> None:
+    """``make report run=logs/train/multiruns/<time>``: the newest sweep gets report.md (a row per job) and plots."""
+    assert "<time>" in cmd
+    sweeps = sorted(multiruns(root), key=lambda p: p.name)
+    assert sweeps, "the README shows make report before any sweep"
+    sweep = sweeps[-1]
+    proc = run(cmd.replace("<time>", sweep.name), root)
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    table = (sweep / "report.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert len(rows) == len(jobs) >= 2
+    assert (sweep / "curves.png").stat().st_size > 5000 and (sweep / "droptoken.png").stat().st_size > 5000
+    assert "report.md" in proc.stdout
+
+
 def check_sweep(cmd: str, root: Path) -> None:
     swept = {k: v.split(",") for k, v in overrides_of(cmd).items() if "," in v}
     before = multiruns(root)
@@ -366,6 +381,8 @@ def kind(cmd: str):
         return check_resume_last
     if cmd.startswith("make train") and "ckpt_path=" in cmd:
         return check_resume
+    if cmd.startswith("make report "):
+        return check_report
     if cmd.startswith("make eval "):
         return check_eval
     if cmd.startswith("make export "):

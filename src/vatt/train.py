@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vatt.checkpoint import read_checkpoint
-from vatt.lightning.callbacks import Preemption, RandomState, RunConfig
+from vatt.lightning.callbacks import HParamsSummary, Preemption, RandomState, RunConfig
 from vatt.metrics import save_metrics_json
 from vatt.runs import RESUME_NOTES, restore_config, resume_argv
 
@@ -121,6 +121,36 @@ def choose_monitor(cfg: DictConfig, datamodule: Any) -> None:
             cfg.optimized_metric = fallback
     else:
         _info("the best checkpoint follows %s (%s)", best.monitor, best.get("mode", "min"))
+
+
+# what a run's row in TensorBoard's HParams view shows (besides the command line's overrides)
+HPARAM_KEYS = ("model.name", "model.droptoken", "model.loss.mil_nce_weight", "model.loss.temperature",
+               "model.optimizer.lr", "model.optimizer.weight_decay", "data.batch_size", "data.global_batch_size",
+               "model.input.num_frames", "model.input.image_size", "seed")
+# overrides that are plumbing, not settings worth a column
+_NOT_HPARAMS = ("paths.", "hydra.", "ckpt_path", "data.path", "data.val_path", "data.vocab", "data.num_workers",
+                "data.cache_dir", "trainer.max_steps", "trainer.max_epochs", "debug")
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings for the HParams view: the config groups chosen, ``HPARAM_KEYS`` and every override."""
+    hc = _hydra()
+    choices = dict(hc.runtime.choices) if hc is not None else {}
+    out: dict[str, Any] = {g: choices[g] for g in ("experiment", "model", "data", "trainer") if choices.get(g)}
+    keys = list(HPARAM_KEYS)
+    if hc is not None:
+        for o in hc.overrides.task:
+            key = o.split("=", 1)[0].lstrip("+~")
+            if "=" in o and "." in key and not key.startswith(_NOT_HPARAMS):
+                keys.append(key)
+    for key in keys:
+        try:
+            value = OmegaConf.select(cfg, key)
+        except Exception:  # noqa: BLE001 - an interpolation this process cannot resolve
+            continue
+        if isinstance(value, (int, float, str, bool)) and not isinstance(value, DictConfig):
+            out[key] = value
+    return out
 
 
 def write_metrics_json(metrics: dict[str, float], datamodule: Any, run_dir: Path) -> Path:
@@ -251,6 +281,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # a run shorter than the logging interval would leave TensorBoard without training curves
         cfg.trainer.log_every_n_steps = max_steps
     loggers = _instantiate_all(cfg.get("logger"))
+    best = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    monitor = best.get("monitor")
+    metrics = ["train/loss", *([monitor] if monitor else [])]
+    if hasattr(datamodule, "tokenizer_path"):  # pretraining: both retrieval directions and the throughput
+        metrics += ["val/t2v_R@10", "val/v2a_R@10", "val/t2v_MedR", "train/samples_per_sec"]
+    callbacks.append(HParamsSummary(run_hparams(cfg), metrics, monitor, best.get("mode", "max")))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

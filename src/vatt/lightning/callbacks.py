@@ -68,7 +68,7 @@ class LastCheckpoint(Checkpoint):
         if self._saved_step == trainer.global_step:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # every rank takes part; the strategy writes from rank 0
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state; every rank takes part, rank 0 writes
         if trainer.is_global_zero:
             previous = self.dirpath / self.PREVIOUS
             if self.keep_previous and self.path.exists():
@@ -401,3 +401,225 @@ class NonFiniteGuard(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.total, self.in_a_row = int(state_dict["total"]), int(state_dict["in_a_row"])
+
+
+class HParamsSummary(Callback):
+    """TensorBoard's HParams view with metric columns, and the best-so-far value of the monitored metric.
+
+    At the start of fitting each TensorBoard logger gets one HParams session: the
+    run's chosen settings (``hparams``: flat ``key -> number | str | bool``) and the
+    metric tags the view shows as columns (``metrics``: the last value of each tag in
+    the run). After every validation ``<monitor>_best`` (e.g. ``val/t2v_R@10_best``)
+    is logged: the best value so far (``mode`` max or min), kept in checkpoints. No
+    scalar is written at step 0, so curves start where training does.
+    """
+
+    def __init__(self, hparams: dict[str, Any], metrics: list[str], monitor: str | None, mode: str = "max") -> None:
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be max or min, got {mode!r}")
+        self.hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        self.monitor, self.mode = monitor, mode
+        self.metrics = list(dict.fromkeys([*metrics, *([f"{monitor}_best"] if monitor else [])]))
+        self.best: float | None = None
+
+    def _tensorboards(self, trainer: L.Trainer) -> list[Any]:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        for lg in self._tensorboards(trainer):
+            exp, ssi, sei = hparams(self.hparams, {m: 0.0 for m in self.metrics})
+            writer = lg.experiment._get_file_writer()
+            for summary in (exp, ssi, sei):
+                writer.add_summary(summary)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor is None:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or not torch.isfinite(torch.as_tensor(value)):
+            return
+        value = float(value)
+        better = max if self.mode == "max" else min
+        self.best = value if self.best is None else better(self.best, value)
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:
+                lg.log_metrics({f"{self.monitor}_best": self.best}, step=trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best")
+
+
+class EmbeddingViews(Callback):
+    """Pictures of what was learned, at the end of every ``every_n_validations``-th validation (pretraining).
+
+    Into each TensorBoard logger:
+
+    - the **embedding projector**: the validation clips' video and audio embeddings
+      (video-audio space) and video and caption embeddings (video-text space), with
+      one metadata row per clip (file, first caption, the manifest's labels);
+    - a **2-D map** of the video embeddings (t-SNE with scikit-learn, else PCA),
+      coloured by the first label (or the first caption word), as an image;
+    - **retrieval examples**: for a few captions, the top-5 clips retrieved in the
+      video-text space as thumbnails (middle frame), the right one framed in green.
+
+    Needs the module's ``val_outputs`` (``VATTPretrainModule``); every rank takes
+    part in gathering them, rank 0 writes. ``max_points`` caps the clips shown.
+    """
+
+    def __init__(self, every_n_validations: int = 10, max_points: int = 1000, method: str = "auto",
+                 queries: int = 4) -> None:
+        super().__init__()
+        if every_n_validations < 1:
+            raise ValueError(f"callbacks.embeddings.every_n_validations must be >= 1, got {every_n_validations}")
+        if method not in ("auto", "tsne", "pca"):
+            raise ValueError(f"callbacks.embeddings.method must be auto, tsne or pca, got {method!r}")
+        self.every_n, self.max_points, self.method, self.queries = every_n_validations, max_points, method, queries
+        self._count = 0
+        self._thumbs: dict[int, torch.Tensor] = {}
+        self._due = False
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._due = (not trainer.sanity_checking and self._usable(pl_module)
+                     and self._count % self.every_n == self.every_n - 1)
+        self._thumbs = {}
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self._due or not isinstance(batch, dict) or "video" not in batch:
+            return
+        video = batch["video"]  # B, 3, T, H, W in [-1, 1]
+        middle = video[:, :, video.shape[2] // 2].float()
+        small = torch.nn.functional.interpolate(middle, size=(64, 64), mode="bilinear", align_corners=False)
+        for i, frame in zip(batch["index"].tolist(), small.cpu()):
+            if len(self._thumbs) < self.max_points:
+                self._thumbs[int(i)] = ((frame + 1) / 2).clamp(0, 1)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self._usable(pl_module):
+            return
+        self._count += 1
+        if not self._due or not pl_module.val_outputs["index"].update_called:
+            return
+        # torchmetrics caches the gathered value, so the module's own compute right after is free
+        gathered = {k: m.compute().detach().cpu() for k, m in pl_module.val_outputs.items()}
+        if not trainer.is_global_zero:
+            return
+        index = gathered["index"].long()
+        order = torch.argsort(index, stable=True)
+        first = order[torch.cat([torch.ones(1, dtype=torch.bool), index[order][1:] != index[order][:-1]])]
+        first = first[: self.max_points]
+        out = {k: v[first] for k, v in gathered.items()}
+        meta, header = self._metadata(trainer, out["index"].long().tolist())
+        step = trainer.global_step
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        for lg in trainer.loggers:
+            if not isinstance(lg, TensorBoardLogger):
+                continue
+            writer = lg.experiment
+            for tag in ("video_va", "audio_va", "video_vt"):
+                writer.add_embedding(out[tag].float(), metadata=meta, metadata_header=header, global_step=step,
+                                     tag=f"val_{tag}")
+            has_text = out["has_text"].bool()
+            if has_text.any():
+                writer.add_embedding(out["text_vt"][has_text].float(), metadata=[m for m, h in zip(meta, has_text) if h],
+                                     metadata_header=header, global_step=step, tag="val_text_vt")
+            writer.add_figure("val/embedding_map", self._map(out["video_va"].float(), meta, header), step)
+            if has_text.any() and self._thumbs:
+                writer.add_figure("val/retrieval_examples", self._grid(out, meta, header), step)
+            writer.flush()
+
+    @staticmethod
+    def _usable(pl_module: L.LightningModule) -> bool:
+        outputs = getattr(pl_module, "val_outputs", None)
+        return outputs is not None and {"index", "video_va", "audio_va", "video_vt", "text_vt", "has_text"} <= set(outputs)
+
+    def _metadata(self, trainer: L.Trainer, indices: list[int]) -> tuple[list[list[str]], list[str]]:
+        rows = getattr(getattr(trainer.datamodule, "val_set", None), "rows", None)
+        label_keys = sorted({k for r in rows for k in r.labels}) if rows else []
+        header = ["clip", "caption", *label_keys]
+        meta = []
+        for i in indices:
+            r = rows[i] if rows and 0 <= i < len(rows) else None
+            caption = r.captions[len(r.captions) // 2].text if r is not None and r.captions else ""
+            meta.append([Path(str(r.video)).name if r is not None else str(i), caption or "-",
+                         *[str(r.labels.get(k, "-")) if r is not None else "-" for k in label_keys]])
+        return meta, header
+
+    def _map(self, x: torch.Tensor, meta: list[list[str]], header: list[str]) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        x = torch.nn.functional.normalize(x, dim=-1)
+        method = self.method
+        if method in ("auto", "tsne"):
+            try:
+                from sklearn.manifold import TSNE
+            except ImportError:
+                if method == "tsne":
+                    raise
+                method = "pca"
+            else:
+                method = "tsne"
+        if method == "tsne" and len(x) > 5:
+            xy = TSNE(2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x.numpy())
+        else:
+            method = "pca"
+            centred = x - x.mean(0)
+            xy = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T).numpy()
+        col = 2 if len(header) > 2 else 1
+        labels = [m[col] if col < 2 else (m[1].split() or ["-"])[0] for m in meta]
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for value in sorted(set(labels)):
+            pick = [i for i, v in enumerate(labels) if v == value]
+            ax.scatter(xy[pick, 0], xy[pick, 1], s=12, label=value)
+        ax.set_title(f"validation video embeddings ({method}), coloured by {header[col]}")
+        if len(set(labels)) <= 12:
+            ax.legend(fontsize=7, markerscale=1.5)
+        fig.tight_layout()
+        return fig
+
+    def _grid(self, out: dict[str, torch.Tensor], meta: list[list[str]], header: list[str]) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        index = out["index"].long().tolist()
+        has_text = out["has_text"].bool()
+        video = torch.nn.functional.normalize(out["video_vt"].float(), dim=-1)
+        text = torch.nn.functional.normalize(out["text_vt"].float(), dim=-1)
+        queries = [i for i in range(len(index)) if has_text[i] and index[i] in self._thumbs][: self.queries]
+        fig, axes = plt.subplots(len(queries), 5, figsize=(10, 2.3 * len(queries)), squeeze=False)
+        for row, q in enumerate(queries):
+            top = (text[q] @ video.T).topk(min(5, len(index))).indices.tolist()
+            for col in range(5):
+                ax = axes[row][col]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col >= len(top):
+                    continue
+                clip = top[col]
+                if index[clip] in self._thumbs:
+                    ax.imshow(self._thumbs[index[clip]].permute(1, 2, 0).numpy())
+                right = clip == q
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("limegreen" if right else "lightgrey")
+                    spine.set_linewidth(4 if right else 1)
+                ax.set_xlabel(f"#{col + 1}" + (" (right clip)" if right else ""), fontsize=7)
+            axes[row][0].set_title(f'"{meta[q][1]}"', fontsize=8, loc="left")
+        fig.suptitle("text -> video: top-5 clips per caption", fontsize=9)
+        fig.tight_layout()
+        return fig
