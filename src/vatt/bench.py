@@ -328,7 +328,8 @@ def demo_report(quick: bool = False, root: str | Path | None = None, steps: int 
 
     root = Path(root or "data/demo")
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"data.path={root}", "data.demo=false", f"trainer.max_steps={3 if quick else steps}",
+        # the demo experiment's training, reading the demo folder as a manifest folder (no generation)
+        overrides = ["data=manifest", f"data.path={root}", "data.augment.hue=0.0", f"trainer.max_steps={3 if quick else steps}",
                      "logger=none", "callbacks=none", "+trainer.limit_val_batches=0", f"paths.output_dir={tmp}"]
         if quick:
             overrides += ["data.batch_size=4"]

@@ -187,8 +187,7 @@ class PretrainDataModule(CaptionDataModule):
     """Streams (video, audio, K captions) from a folder with ``train.jsonl`` / ``val.jsonl``.
 
     ``path`` holds the manifests (and ``tokenizer.json``, built from the training
-    captions on first use unless ``vocab`` names a user vocabulary). With
-    ``demo=True`` the built-in demo data is generated there when missing.
+    captions on first use unless ``vocab`` names a user vocabulary).
     """
 
     def __init__(
@@ -208,8 +207,6 @@ class PretrainDataModule(CaptionDataModule):
         val_manifest: str = "val.jsonl",
         vocab: str | None = None,
         max_vocab: int = 2**16,
-        demo: bool = False,
-        demo_options: dict | None = None,
         experiment_hint: str = "",
         seed: int = 0,
     ) -> None:
@@ -231,7 +228,6 @@ class PretrainDataModule(CaptionDataModule):
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.train_manifest, self.val_manifest = train_manifest, val_manifest
         self.vocab, self.max_vocab = vocab, max_vocab
-        self.demo, self.demo_options = demo, dict(demo_options or {})
         self.seed = seed
         self.tokenizer: WordTokenizer | None = None
         self.train_set: ClipDataset | None = None
@@ -242,12 +238,8 @@ class PretrainDataModule(CaptionDataModule):
         return Path(self.vocab) if self.vocab else self.path / "tokenizer.json"
 
     def prepare_data(self) -> None:
-        """Generate the demo data if asked and missing; build the tokenizer if missing (rank 0 only)."""
-        if self.demo:
-            from .demo import generate_demo
-
-            generate_demo(self.path, **self.demo_options)
-        elif not self.path.is_dir():
+        """Build the tokenizer if missing (rank 0 only)."""
+        if not self.path.is_dir():
             raise FileNotFoundError(f"data.path={self.path} does not exist; prepare a manifest folder there or fix the path")
         if not self.tokenizer_path.exists():
             if self.vocab:
@@ -291,3 +283,21 @@ class PretrainDataModule(CaptionDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.val_batch_size, False)
+
+
+class DemoDataModule(PretrainDataModule):
+    """The built-in demo data (``data=demo``): generated into ``path`` on first use, then read as a manifest folder.
+
+    ``demo_options`` are ``vatt.data.demo.generate_demo``'s arguments (sizes, seed);
+    a folder that already holds the same demo is left as it is.
+    """
+
+    def __init__(self, path: str | None, demo_options: dict | None = None, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.demo_options = dict(demo_options or {})
+
+    def prepare_data(self) -> None:
+        from .demo import generate_demo
+
+        generate_demo(self.path, **self.demo_options)
+        super().prepare_data()
