@@ -10,7 +10,7 @@ import torch
 from conftest import flash_and_click, write_av
 from vatt.data.clip import Augment, ClipConfig, select_captions, video_to_tensor
 from vatt.data.manifest import Caption, load_manifest
-from vatt.data.pretrain import ClipDataset, PretrainDataModule
+from vatt.data.pretrain import ClipDataset, DemoDataModule, PretrainDataModule
 from vatt.data.tokenizer import WordTokenizer
 
 TINY = ClipConfig(num_frames=8, fps=10, image_size=64, sample_rate=16000, num_captions=5, max_words=16)
@@ -266,13 +266,13 @@ def test_hue_rotation_keeps_greys_and_moves_red_towards_green_and_blue():
 
 def test_demo_data_is_generated_through_the_datamodule_when_missing(tmp_path):
     root = tmp_path / "demo"
-    dm = PretrainDataModule(str(root), clip=TINY, batch_size=2, demo=True, demo_options={"num_train": 4, "num_val": 2})
+    dm = DemoDataModule(str(root), clip=TINY, batch_size=2, demo_options={"num_train": 4, "num_val": 2})
     dm.prepare_data()
     assert len((root / "train.jsonl").read_text().splitlines()) == 4
     assert len((root / "val.jsonl").read_text().splitlines()) == 2
     assert (root / "tokenizer.json").is_file() and dm.vocab_size > 10
     stamp = (root / "train.jsonl").stat().st_mtime_ns
-    PretrainDataModule(str(root), clip=TINY, demo=True, demo_options={"num_train": 4, "num_val": 2}).prepare_data()
+    DemoDataModule(str(root), clip=TINY, demo_options={"num_train": 4, "num_val": 2}).prepare_data()
     assert (root / "train.jsonl").stat().st_mtime_ns == stamp  # present: not generated again
 
 
@@ -347,3 +347,10 @@ def test_one_caption_rule_for_manifests_prepare_and_shards():
     rows, n = _clean_captions(raw)
     assert n == 7 and [r["text"] for r in rows] == ["earlier end", "early", "late"]
     assert parse_meta(json.dumps({"captions": raw, "duration": 6.0}))[0] == kept
+
+
+def test_a_manifest_folder_is_never_generated_into(tmp_path):
+    dm = PretrainDataModule(str(tmp_path / "nothing"), clip=TINY)
+    with pytest.raises(FileNotFoundError, match="data.path=.*nothing does not exist"):
+        dm.prepare_data()
+    assert not (tmp_path / "nothing").exists()

@@ -65,6 +65,10 @@ def select_captions(
 SAMPLINGS = ("caption", "uniform")
 
 
+# how many unreadable clips in a row a loader replaces before it stops with an error (every dataset)
+MAX_BAD_IN_A_ROW = 16
+
+
 @dataclass
 class ClipConfig:
     """A clip's geometry and how its window and captions are chosen (docs/vatt.md §5-6).

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .clip import Augment, ClipConfig, audio_to_tensor, inception_crop, video_views, window_starts
+from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, audio_to_tensor, inception_crop, video_views, window_starts
 from .downstream import Item
 from .media import MediaError, probe_duration, read_clip
 from .tokenizer import WordTokenizer
@@ -38,7 +38,6 @@ from .tokenizer import WordTokenizer
 log = logging.getLogger(__name__)
 
 MODES = ("train", "single", "views")
-MAX_BAD_IN_A_ROW = 16
 
 
 def read_image(path: str | Path, short_side: int, num_frames: int) -> np.ndarray:

@@ -27,14 +27,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .clip import Augment, ClipConfig, clip_sample
+from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
 from .manifest import ClipRow, load_manifest
 from .media import MediaError
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
 
-MAX_BAD_IN_A_ROW = 16
 
 
 class ClipDataset(Dataset):

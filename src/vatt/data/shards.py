@@ -34,7 +34,7 @@ import torch
 from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.sampler import ChunkedIndex
 
-from .clip import Augment, ClipConfig, clip_sample
+from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
 from .manifest import Caption, clean_captions
 from .media import MediaError
 from .objectstore import allow_plain_http
@@ -43,7 +43,6 @@ from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
 
-MAX_BAD_IN_A_ROW = 64
 
 
 def _canonical(path: str) -> str:
