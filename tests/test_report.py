@@ -151,3 +151,12 @@ def test_a_validation_writes_the_projector_a_map_and_retrieval_examples(tmp_path
         acc.Reload()
         images |= set(acc.Tags()["images"])
     assert {"val/embedding_map", "val/retrieval_examples"} <= images
+
+
+def test_the_embedding_map_is_coloured_by_the_first_label_else_the_caption():
+    from vatt.lightning import EmbeddingViews
+
+    header = ["clip", "caption", "colour", "shape"]
+    meta = [["a.mp4", "a red box", "red", "square"], ["b.mp4", "-", "blue", "circle"]]
+    assert EmbeddingViews.colour_by(meta, header) == (2, ["red", "blue"])
+    assert EmbeddingViews.colour_by([m[:2] for m in meta], header[:2]) == (1, ["a", "-"])

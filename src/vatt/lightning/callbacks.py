@@ -556,6 +556,13 @@ class EmbeddingViews(Callback):
                          *[str(r.labels.get(k, "-")) if r is not None else "-" for k in label_keys]])
         return meta, header
 
+    @staticmethod
+    def colour_by(meta: list[list[str]], header: list[str]) -> tuple[int, list[str]]:
+        """The metadata column the map is coloured by (the first label, else the caption's first word) and its values."""
+        if len(header) > 2:
+            return 2, [m[2] for m in meta]
+        return 1, [(m[1].split() or ["-"])[0] for m in meta]
+
     def _map(self, x: torch.Tensor, meta: list[list[str]], header: list[str]) -> Any:
         import matplotlib
 
@@ -579,8 +586,7 @@ class EmbeddingViews(Callback):
             method = "pca"
             centred = x - x.mean(0)
             xy = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T).numpy()
-        col = 2 if len(header) > 2 else 1
-        labels = [m[col] if col < 2 else (m[1].split() or ["-"])[0] for m in meta]
+        col, labels = self.colour_by(meta, header)
         fig, ax = plt.subplots(figsize=(6, 5))
         for value in sorted(set(labels)):
             pick = [i for i, v in enumerate(labels) if v == value]
