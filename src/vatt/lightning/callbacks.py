@@ -590,7 +590,9 @@ class EmbeddingViews(Callback):
         fig, ax = plt.subplots(figsize=(6, 5))
         for value in sorted(set(labels)):
             pick = [i for i, v in enumerate(labels) if v == value]
-            ax.scatter(xy[pick, 0], xy[pick, 1], s=12, label=value)
+            # a label that names a colour (the demo's "colour") is drawn in it
+            colour = value if matplotlib.colors.is_color_like(value) and not value.replace(".", "").isdigit() else None
+            ax.scatter(xy[pick, 0], xy[pick, 1], s=12, label=value, color=colour)
         ax.set_title(f"validation video embeddings ({method}), coloured by {header[col]}")
         if len(set(labels)) <= 12:
             ax.legend(fontsize=7, markerscale=1.5)
