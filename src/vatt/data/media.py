@@ -59,11 +59,13 @@ class Clip:
     padded: bool  # the window ran past the end: last frame repeated / audio zero-filled
 
 
-def _name(src: str | Path | bytes) -> str:
+def media_name(src: str | Path | bytes) -> str:
+    """How messages name a source: its path, or ``<N bytes>`` for media in memory."""
     return f"<{len(src)} bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else str(src)
 
 
-def _open(src: str | Path | bytes, name: str) -> av.container.InputContainer:
+def open_media(src: str | Path | bytes, name: str) -> av.container.InputContainer:
+    """``av.open`` a path or bytes; an empty or unopenable source raises ``MediaError`` naming it."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:  # FFmpeg's probe reports an empty buffer as a bare EOF
             raise MediaError(f"{name}: cannot open (empty input)")
@@ -80,8 +82,8 @@ def _open(src: str | Path | bytes, name: str) -> av.container.InputContainer:
 
 def probe_duration(src: str | Path | bytes) -> float:
     """Duration in seconds from the container header (0.0 when unknown)."""
-    name = _name(src)
-    with _open(src, name) as container:
+    name = media_name(src)
+    with open_media(src, name) as container:
         if container.duration is not None:
             return container.duration / av.time_base
         durations = [float(s.duration * s.time_base) for s in container.streams if s.duration]
@@ -111,8 +113,8 @@ def _audio_array(frame: av.AudioFrame) -> np.ndarray:
     return arr.astype(np.float32, copy=False).mean(axis=0)
 
 
-def _pick(streams):
-    # cover art in audio files is a one-picture "video" stream: not video
+def real_stream(streams):
+    """The first stream that is not an attached picture (cover art in audio files is a one-picture "video")."""
     for s in streams:
         if not s.disposition & av.stream.Disposition.attached_pic:
             return s
@@ -149,13 +151,13 @@ def read_clip(
     - ``padded``: part of the window lies past the end (last frame repeated, audio zeros).
     Raises ``MediaError`` naming the source for unreadable input.
     """
-    name = _name(src)
+    name = media_name(src)
     if num_frames < 0 or num_samples < 0 or (num_frames > 0 and fps <= 0) or sample_rate <= 0:
         raise ValueError(f"read_clip: bad window (num_frames={num_frames}, fps={fps}, num_samples={num_samples})")
-    container = _open(src, name)
+    container = open_media(src, name)
     try:
-        vstream = _pick(container.streams.video)
-        astream = _pick(container.streams.audio)
+        vstream = real_stream(container.streams.video)
+        astream = real_stream(container.streams.audio)
         if num_frames > 0 and vstream is None:
             raise MediaError(f"{name}: no video stream")
         if num_frames == 0 and astream is None:
@@ -180,9 +182,9 @@ def read_clip(
             except _Retry:
                 # reopen rather than seek again: the demuxer may sit at EOF after a bad landing
                 container.close()
-                container = _open(src, name)
-                vstream = _pick(container.streams.video)
-                astream = _pick(container.streams.audio)
+                container = open_media(src, name)
+                vstream = real_stream(container.streams.video)
+                astream = real_stream(container.streams.audio)
         raise AssertionError("unreachable: decoding from the beginning does not retry")
     finally:
         container.close()
@@ -446,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         try:
             duration = probe_duration(path)
-            with _open(path, path) as container:
-                has_video = _pick(container.streams.video) is not None
+            with open_media(path, path) as container:
+                has_video = real_stream(container.streams.video) is not None
             # the first half second: frames when there is video, else the audio
             clip = read_clip(path, 0.0, 2 if has_video else 0, 4.0, 16000, 8000)
             print(f"ok  {path}: {duration:.2f} s, video {has_video}, audio {clip.has_audio}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -14,7 +13,7 @@ from typing import Any
 
 import av
 
-from ..media import MediaError, probe_duration, read_clip
+from ..media import MediaError, media_name, open_media, probe_duration, read_clip, real_stream
 from .common import (
     _DECODE_CHECK_PACKETS,
     MAX_ATTEMPTS,
@@ -29,21 +28,13 @@ from .common import (
 )
 
 
-def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    """The first real video stream (cover art in audio files does not count)."""
-    for s in container.streams.video:
-        if not int(s.disposition) & int(av.stream.Disposition.attached_pic):
-            return s
-    return None
-
-
 def _probe(src: str | bytes) -> dict[str, Any]:
     """Duration (container header, else packet times), streams, and a decode check of the first frames."""
     duration = probe_duration(src)  # MediaError for unreadable files
-    name = f"<{len(src)} bytes>" if isinstance(src, (bytes, bytearray)) else str(src)
+    name = media_name(src)
     try:
-        with av.open(_source(src)) as container:
-            vstream = _video_stream(container)
+        with open_media(src, name) as container:
+            vstream = real_stream(container.streams.video)
             astream = container.streams.audio[0] if container.streams.audio else None
             wanted = [s for s in (vstream, astream) if s is not None]
             v_index = vstream.index if vstream is not None else None
@@ -86,10 +77,6 @@ def _check_decodes(src: str | bytes, info: dict[str, Any]) -> None:
         read_clip(src, start, num_frames=frames, fps=10.0, sample_rate=rate, num_samples=rate // 5)
 
 
-def _source(src: str | bytes) -> Any:
-    return io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src)
-
-
 def _even_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     scale = short_side / min(width, height)
     def even(x: float) -> int:
@@ -106,7 +93,7 @@ def _transcode(src: str, short_side: int, dst: Path) -> bytes:
     """Re-encode to MP4: H.264 (short side ``short_side``, a keyframe every second) + AAC."""
     try:
         with av.open(src) as inp, av.open(str(dst), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-            vin = _video_stream(inp)
+            vin = real_stream(inp.streams.video)
             ain = inp.streams.audio[0] if inp.streams.audio else None
             vout = aout = None
             if vin is not None:
