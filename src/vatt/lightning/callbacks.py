@@ -370,7 +370,8 @@ class NonFiniteGuard(Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else None
+        # one fused pass (foreach kernels), as clip_grad_norm_ computes it
+        norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else None
         loss = getattr(pl_module, "last_loss", None)
         bad_loss = loss is not None and not bool(torch.isfinite(loss).all())
         bad_grad = norm is not None and not bool(torch.isfinite(norm))
