@@ -69,3 +69,106 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     generate_demo(root, num_train=16, num_val=8, workers=2, progress=False)
     return root
+
+
+# --------------------------------------------------------------------------- runs in subprocesses
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def subprocess_env(tests_importable: bool = True, **extra: str) -> dict[str, str]:
+    """The environment of a command a user starts (no make leftovers of the suite, no ``VATT_ROOT``).
+
+    ``tests_importable``: ``tests/`` on ``PYTHONPATH``, for test callbacks such as ``conftest.StepRecorder``.
+    """
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "VATT_ROOT")}
+    if tests_importable:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra}
+
+
+def make_user_copy(root: Path) -> Path:
+    """The repository as a user has it after ``git clone`` and the first ``make``: tracked files + ``.venv``."""
+    import os
+    import shutil
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    stamp = REPO / ".venv" / ".installed"
+    assert stamp.is_file(), "run `make install` (or `make test`) first: the copy shares the installed .venv"
+    (root / ".venv").symlink_to(REPO / ".venv")
+    # the install is the one the suite runs in: make must not redo it for the copy's files
+    for name in ("Makefile", "pyproject.toml"):
+        t = stamp.stat().st_mtime - 1
+        os.utime(root / name, (t, t))
+    return root
+
+
+class StepRecorder:
+    """Callback for runs in a subprocess (``+callbacks.recorder._target_=conftest.StepRecorder``).
+
+    Appends one JSON line per training step to ``path`` (``<path>.rank<N>`` on ranks > 0):
+    the step, a fingerprint of its batch (sample ids, sums of video and audio), the
+    learning rate and the loss. ``pause`` seconds of sleep per step make a run slow
+    enough to be signalled at a chosen step; they change nothing it computes.
+    """
+
+    def __new__(cls, path: str, pause: float = 0.0):
+        import json
+        import time
+
+        from lightning.pytorch.callbacks import Callback
+
+        class _StepRecorder(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self.row = {"step": trainer.global_step, "ids": batch["index"].tolist(),
+                            "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+                for key in ("video", "audio"):
+                    if key in batch:
+                        self.row[key] = round(float(batch[key].double().abs().sum()), 3)
+                if pause:
+                    time.sleep(pause)
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.row["loss"] = float(outputs["loss"])
+                target = path if trainer.global_rank == 0 else f"{path}.rank{trainer.global_rank}"
+                with open(target, "a") as f:
+                    f.write(json.dumps(self.row) + "\n")
+
+        return _StepRecorder()
+
+
+def recorded_steps(path: Path) -> dict[int, dict]:
+    """What a ``StepRecorder`` wrote, by step."""
+    import json
+
+    if not path.exists():
+        return {}
+    return {r["step"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def read_dataset(out: Path) -> dict[str, dict]:
+    """A prepared shard folder as ``{id: {"media": bytes, "meta": dict}}`` (duplicate ids fail)."""
+    import json
+
+    import litdata
+
+    ds = litdata.StreamingDataset(str(out))
+    samples = {}
+    for i in range(len(ds)):
+        s = ds[i]
+        assert set(s) == {"id", "media", "meta"}
+        assert isinstance(s["id"], str) and isinstance(s["meta"], str)
+        samples[s["id"]] = {"media": bytes(s["media"]), "meta": json.loads(s["meta"])}
+    assert len(samples) == len(ds), "duplicate ids in the dataset"
+    return samples

@@ -14,7 +14,7 @@ import pytest
 
 import vatt.data.prepare as prep
 import vatt.data.prepare.worker  # noqa: F401 - prep.worker: the code a worker runs
-from conftest import flash_and_click, write_av
+from conftest import flash_and_click, read_dataset, write_av
 from vatt.data.media import read_clip
 from vatt.data.prepare import PrepareError, main, prepare
 
@@ -33,18 +33,6 @@ def clip(path: Path, seconds: float, video: bool = True, audio: bool = True, aco
 def garbage(path: Path) -> Path:
     path.write_bytes(b"this is not a media file " * 40)
     return path
-
-
-def read_dataset(out: Path) -> dict[str, dict]:
-    ds = litdata.StreamingDataset(str(out))
-    samples = {}
-    for i in range(len(ds)):
-        s = ds[i]
-        assert set(s) == {"id", "media", "meta"}
-        assert isinstance(s["id"], str) and isinstance(s["meta"], str)
-        samples[s["id"]] = {"media": bytes(s["media"]), "meta": json.loads(s["meta"])}
-    assert len(samples) == len(ds), "duplicate ids in the dataset"
-    return samples
 
 
 def skipped_reasons(out: Path) -> dict[str, str]:

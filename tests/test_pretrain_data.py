@@ -293,7 +293,7 @@ def test_loader_workers_give_the_same_validation_batches_as_the_main_process(dem
 def test_default_loader_workers_never_exceed_the_cores():
     import os
 
-    from vatt.data.pretrain import default_num_workers
+    from vatt.data.loading import default_num_workers
 
     cores = len(os.sched_getaffinity(0))
     assert default_num_workers(None) == min(4, cores) and default_num_workers(3) == 3

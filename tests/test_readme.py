@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_av
+from conftest import make_user_copy, subprocess_env, write_av
 from test_downstream_protocols import make_msrvtt, make_ucf101
 
 pytestmark = pytest.mark.slow
@@ -70,30 +70,13 @@ def test_the_readme_has_the_documented_workflow():
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "VATT_ROOT")}
-    return {**env, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess_env(tests_importable=False)  # what a user's shell has
 
 
 @pytest.fixture(scope="module")
 def user_copy(tmp_path_factory) -> Path:
     """The repository as a user has it after ``git clone`` and the first ``make``: tracked files + ``.venv``."""
-    root = tmp_path_factory.mktemp("user") / "vatt"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in files:
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    stamp = REPO / ".venv" / ".installed"
-    assert stamp.is_file(), "run `make install` (or `make test`) first: the copy shares the installed .venv"
-    (root / ".venv").symlink_to(REPO / ".venv")
-    # the install is the one the suite runs in: make must not redo it for the copy's files
-    for name in ("Makefile", "pyproject.toml"):
-        t = stamp.stat().st_mtime - 1
-        os.utime(root / name, (t, t))
-    return root
+    return make_user_copy(tmp_path_factory.mktemp("user") / "vatt")
 
 
 def run(cmd: str, cwd: Path, expect_ok: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -26,8 +26,9 @@ from omegaconf import DictConfig
 from vatt.data.clip import ClipConfig
 from vatt.data.downstream import Listing, list_dataset
 from vatt.data.labeled import LabeledClipDataset
-from vatt.data.pretrain import default_num_workers
+from vatt.data.loading import default_num_workers
 from vatt.data.tokenizer import WordTokenizer
+from vatt.interrupts import Stopped, raise_on_stop_signals
 from vatt.metrics import save_metrics_json
 from vatt.models import VATT, create_model
 from vatt.pretrained import clip_geometry, load_pretrained
@@ -193,7 +194,14 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        with raise_on_stop_signals():
+            evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except Stopped as e:
+        # feature-cache files are written whole (temporary file + rename): what was cached stays valid
+        log.warning("stopped by %s: no metrics.json was written; features cached so far are kept, so the same "
+                    "command continues from them", e.signal.name)
+        raise SystemExit(e.exit_code) from None
 
 
 if __name__ == "__main__":

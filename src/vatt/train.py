@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vatt.checkpoint import read_checkpoint
+from vatt.interrupts import Stopped, raise_on_stop_signals
 from vatt.lightning.callbacks import HParamsSummary, Preemption, RandomState, RunConfig
 from vatt.metrics import save_metrics_json
 from vatt.runs import RESUME_NOTES, restore_config, resume_argv
@@ -315,7 +316,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    # Outside the training loop (data preparation, set-up, the final validation and test) a stop signal ends the
+    # run at once: there is no step to finish. In the loop the Preemption callback takes over (README "Long runs").
+    try:
+        with raise_on_stop_signals():
+            metrics = train(cfg)
+    except Stopped as e:
+        if rank_zero_only.rank == 0:
+            log.warning("stopped by %s outside the training loop (no optimizer step was in progress); "
+                        "checkpoints/last.ckpt, if the run has one, holds its last finished step", e.signal.name)
+        raise SystemExit(e.exit_code) from None
     # the value a Hydra sweeper would optimise
     return metrics.get(cfg.get("optimized_metric") or "", None)
 

@@ -6,12 +6,12 @@ import logging
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .clip import Augment, ClipConfig
 from .downstream import Listing, Split, list_dataset
 from .labeled import LabeledClipDataset
-from .pretrain import default_num_workers
+from .loading import DataLoader, default_num_workers
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
+from .loading import DataLoader, default_num_workers, own_generator
 from .manifest import ClipRow, load_manifest
 from .media import MediaError
 from .tokenizer import WordTokenizer
@@ -144,14 +144,6 @@ class ResumableLoader(DataLoader):
 # --------------------------------------------------------------------------- DataModule
 
 
-def default_num_workers(requested: int | None, cap: int = 4) -> int:
-    """``requested``, or (None) ``cap`` loader workers but never more than the CPU cores this process may use."""
-    if requested is not None:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cap, cores))
-
-
 class CaptionDataModule(L.LightningDataModule):
     """What every pretraining DataModule shares: the caption tokenizer at ``tokenizer_path``.
 
@@ -266,6 +258,7 @@ class PretrainDataModule(CaptionDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
+            generator=None if train else own_generator(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
+from litdata import CombinedStreamingDataset, StreamingDataset
 from litdata.streaming.sampler import ChunkedIndex
 
 from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
 from .manifest import Caption, clean_captions
 from .media import MediaError
 from .objectstore import allow_plain_http
-from .pretrain import CaptionDataModule, default_num_workers
+from .loading import StreamingDataLoader, default_num_workers, own_generator
+from .pretrain import CaptionDataModule
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
@@ -277,5 +278,6 @@ class ShardsDataModule(CaptionDataModule):
         datasets = [self._dataset(s["path"], False, i) for i, s in enumerate(self.val_sources)]
         dataset = datasets[0] if len(datasets) == 1 else CombinedStreamingDataset(datasets, iterate_over_all=True)
         return StreamingDataLoader(
-            dataset, batch_size=self.val_batch_size, num_workers=self.num_workers, persistent_workers=self.persistent_workers
+            dataset, batch_size=self.val_batch_size, num_workers=self.num_workers, persistent_workers=self.persistent_workers,
+            generator=own_generator(),
         )

@@ -317,6 +317,9 @@ class Preemption(Callback):
                 cb.save(trainer)
                 self.checkpoint = cb.path
         trainer.should_stop = True
+        # Lightning validates when a run stops early; a preempted run must end within the scheduler's grace
+        # period instead (the resumed run validates where the uninterrupted one would)
+        trainer.limit_val_batches = 0
         if trainer.is_global_zero and self._should_requeue():
             job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
             if os.environ.get("SLURM_ARRAY_TASK_ID"):

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader
 
 from vatt.data.labeled import LabeledClipDataset
+from vatt.data.loading import DataLoader
 from vatt.models import VATT
 
 log = logging.getLogger(__name__)

@@ -55,13 +55,15 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..objectstore import allow_plain_http
-from .common import KINDS, PREPARE_VERSION, SKIPPED, SUMMARY, PrepareError, parse_bytes
+from ...interrupts import STOP_SIGNALS, Stopped, children_ignore_stop_signals, raise_on_stop_signals
+from .common import KINDS, PREPARE_VERSION, SKIPPED, STOP_FLAG, SUMMARY, PrepareError, parse_bytes
 from .listers import (
     _apply_parent_checks,
     _list_audioset,
@@ -92,6 +94,52 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _stop_after_current_inputs(work: Path, console: Any) -> Iterator[dict[str, Any]]:
+    """A stop signal (to this process or to the whole job) lets the workers finish their inputs, then stops.
+
+    The stop signals are blocked in this process and its workers (which therefore
+    never die half-way through an input); a watcher thread takes them with
+    ``sigtimedwait`` and sets ``work/stop``, after which every worker returns at once
+    for each remaining input without recording it, so ``litdata.optimize`` returns
+    soon and the rerun processes exactly those inputs. ``state["signal"]`` tells the
+    caller. A second signal aborts at once (the workers are killed).
+    """
+    flag = work / STOP_FLAG
+    flag.unlink(missing_ok=True)
+    state: dict[str, Any] = {"signal": None}
+    if not hasattr(signal, "sigtimedwait") or threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            got = signal.sigtimedwait(STOP_SIGNALS, 0.2)
+            if got is None:
+                continue
+            name = signal.Signals(got.si_signo).name
+            if state["signal"] is not None:
+                console.print(f"received {name} again: aborting now", markup=False)
+                for child in mp.active_children():
+                    child.kill()
+                os._exit(128 + got.si_signo)
+            state["signal"] = signal.Signals(got.si_signo)
+            flag.touch()
+            console.print(f"received {name}: the workers finish the inputs they hold, then prepare stops "
+                          "(rerun the same command to continue; a second signal aborts at once)", markup=False)
+
+    with children_ignore_stop_signals():
+        watcher = threading.Thread(target=watch, name="prepare-stop-signals", daemon=True)
+        watcher.start()
+        try:
+            yield state
+        finally:
+            finished.set()
+            watcher.join()
+            flag.unlink(missing_ok=True)
 
 
 def _index_count(out: _Out) -> int:
@@ -237,8 +285,9 @@ def prepare(
         import litdata
 
         try:
-            with _environ(DATA_OPTIMIZER_CACHE_FOLDER=str(work / "cache" / "chunks"),
-                          DATA_OPTIMIZER_DATA_CACHE_FOLDER=str(work / "cache" / "data")):
+            with _stop_after_current_inputs(work, console) as stop, \
+                    _environ(DATA_OPTIMIZER_CACHE_FOLDER=str(work / "cache" / "chunks"),
+                             DATA_OPTIMIZER_DATA_CACHE_FOLDER=str(work / "cache" / "data")):
                 litdata.optimize(
                     fn=functools.partial(_process, cfg),
                     inputs=[json.dumps(e) for e in todo],
@@ -252,6 +301,13 @@ def prepare(
         finally:
             signal.signal(signal.SIGINT, old_sigint)
             mp.set_start_method(old_method, force=True)
+
+        if stop["signal"] is not None:
+            dest.delete("index.json")  # the chunks hold part of the inputs: nothing may stream them
+            done = len(list((work / "done").glob("*.json")))
+            console.print(f"stopped by {stop['signal'].name}: {done} of {len(todo)} inputs are finished and kept in "
+                          f"{work}; rerun the same command to process the other {len(todo) - done}", markup=False)
+            raise Stopped(stop["signal"])
 
         # 4. merge the workers' logs, check that nothing got lost, write the reports
         records: dict[int, dict[str, Any]] = {}
@@ -341,13 +397,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parser.parse_args(argv)
 
     try:
-        return prepare(
-            a.kind, a.out, manifest=getattr(a, "manifest", None), videos=getattr(a, "videos", None),
-            captions=getattr(a, "captions", None), segments=getattr(a, "segments", None), workers=a.workers,
-            chunk_bytes=a.chunk_bytes, require_captions=a.require_captions, min_duration=a.min_duration,
-            transcode=a.transcode, source=a.source, progress=not a.no_progress, start_method=a.start_method,
-            force=a.force,
-        )
+        with raise_on_stop_signals():  # before and after the workers run; during, they finish their inputs first
+            return prepare(
+                a.kind, a.out, manifest=getattr(a, "manifest", None), videos=getattr(a, "videos", None),
+                captions=getattr(a, "captions", None), segments=getattr(a, "segments", None), workers=a.workers,
+                chunk_bytes=a.chunk_bytes, require_captions=a.require_captions, min_duration=a.min_duration,
+                transcode=a.transcode, source=a.source, progress=not a.no_progress, start_method=a.start_method,
+                force=a.force,
+            )
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PrepareError) as e:
         parser.exit(2, f"prepare: error: {e}\n")
+    except Stopped as e:
+        raise SystemExit(e.exit_code) from None
 

@@ -22,6 +22,8 @@ MAX_ATTEMPTS = 2
 SUMMARY = "summary.json"
 SKIPPED = "skipped.jsonl"
 TMP_DIR = ".prepare-tmp"
+# in the work folder while a stop signal is being handled: workers take no new input
+STOP_FLAG = "stop"
 # what a local output folder may contain before we delete chunks in it
 _OURS = {SUMMARY, SKIPPED, TMP_DIR, "index.json", ".checkpoints"}
 

@@ -17,6 +17,7 @@ from ..media import MediaError, media_name, open_media, probe_duration, read_cli
 from .common import (
     _DECODE_CHECK_PACKETS,
     MAX_ATTEMPTS,
+    STOP_FLAG,
     R_CRASH,
     R_ERROR,
     R_NO_STREAM,
@@ -208,6 +209,8 @@ def _process(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
     a rerun after an interruption re-emits it without probing or transcoding again.
     An input whose worker died on ``MAX_ATTEMPTS`` earlier attempts is skipped.
     """
+    if (Path(cfg["work_dir"]) / STOP_FLAG).exists():
+        return None  # a stop signal: take no new input (no record, so the rerun does it)
     item = json.loads(item_json)
     done = Path(cfg["work_dir"]) / "done"
     result, cached = done / f"{item['index']}.json", done / f"{item['index']}.media"
