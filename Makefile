@@ -9,9 +9,15 @@ STAMP := $(VENV)/.installed
 # Pinned so every machine resolves the same, tested build (pip's cap here: torch<=2.14.1).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
-# Every `key=value` on the make command line is a Hydra override, e.g.
+# Every `key=value` on the make command line is a Hydra override, passed on exactly as typed, e.g.
 #   make train experiment=demo model.droptoken=0.25 trainer.max_epochs=2
-ARGS := $(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=% run=%,$(MAKEOVERRIDES))
+#   make train data=shards data.sources='[{path: a, weight: 0.5}, {path: b, weight: 0.5}]'
+# make keeps them in MAKEOVERRIDES last-first, with spaces escaped as "\ ", "\" as "\\" and "$" as "$$";
+# each is put back in order and single-quoted, so the shell neither splits nor expands it (braces, $, quotes).
+_SP := @vatt-space@
+_reverse = $(if $(1),$(call _reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
+_quote = '$(subst ','"'"',$(subst \\,\,$(subst $$$$,$$,$(subst $(_SP), ,$(1)))))'
+ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=% run=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
 
 .PHONY: help install test train sweep eval export report data-demo shards tensorboard flops bench bench-data clean
 

@@ -170,14 +170,25 @@ def test_retrieval_command_reports_both_window_variants(user_dir):
 
 @pytest.mark.slow
 def test_finetune_experiment_fits_then_tests_every_view(user_dir):
+    """2 steps, fewer than an epoch (4): validated at its end, best checkpoint kept, the loaded weights named."""
+    import vatt
+    from vatt.checkpoint import file_sha256
+
+    weights = vatt.save_pretrained(vatt.create_model("tiny"), user_dir / "tiny.safetensors")
     proc = run_module("vatt.train", ["experiment=finetune_demo", "data.generate_demo=false", "trainer.max_steps=2",
-                                     "data.batch_size=4"], user_dir)
+                                     "data.batch_size=4", f"pretrained={weights}"], user_dir)
+    out = proc.stdout + proc.stderr
     run = only_run(user_dir, "train")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["num_train"] == 16 and metrics["num_test"] == 8 and metrics["test/num_videos"] == 8
     assert {"test/top1", "test/top5"} <= set(metrics) and metrics["num_skipped"] == 0
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert "testing the final weights on every view" in proc.stdout + proc.stderr
+    assert [p.name for p in (run / "checkpoints").glob("epoch*.ckpt")] == ["epoch000-step000002.ckpt"]
+    assert "'val/top1'" in (run / "train.log").read_text().split("final metrics:")[1]
+    assert "testing the final weights on every view" in out
+    assert f"fine-tuning the video tower of {weights} (sha256 {file_sha256(weights)[:12]}): its " in out
+    assert "none missing or unexpected" in out
+    assert "No monitor" not in out and "not found in the returned metrics" not in out
 
 
 def test_eval_without_a_dataset_root_names_the_layout(tmp_path):
@@ -196,3 +207,19 @@ def test_demo_probe_callback_scores_every_label(demo_root):
     metrics = DemoProbe(demo_root, labels=["colour", "shape"]).probe(model, ClipConfig(8, 10, 64, 16000))
     assert set(metrics) == {"probe/colour_top1", "probe/colour_chance", "probe/shape_top1", "probe/shape_chance"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_demo_probe_without_a_demo_folder_switches_itself_off(caplog):
+    """experiment=demo with data.sources (several folders): no data.path, so the probe says it is off."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from vatt.lightning.callbacks import DemoProbe
+
+    probe = DemoProbe(None, every_n_validations=1)
+    trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn=TrainerFn.FITTING))
+    with caplog.at_level("INFO", logger="vatt.lightning.pretrain"):
+        probe.on_validation_end(trainer, None)
+        probe.on_validation_end(trainer, None)
+    assert caplog.text.count("demo probe switched off: data.path names no demo folder") == 1

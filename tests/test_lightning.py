@@ -72,6 +72,8 @@ def _outputs():
 EXPECTED = {
     "val/v2a_R@1": 0.5, "val/v2a_R@5": 1.0, "val/v2a_R@10": 1.0, "val/v2a_MedR": 1.5,
     "val/t2v_R@1": 2 / 3, "val/t2v_R@5": 1.0, "val/t2v_R@10": 1.0, "val/t2v_MedR": 1.0,
+    # 4 clips, 3 with a caption: R@10 by chance is 1 (a smoke test, and the log says so)
+    "val/num_clips": 4.0, "val/v2a_chance_R@10": 1.0, "val/t2v_chance_R@10": 1.0,
 }
 
 
@@ -142,5 +144,7 @@ def test_two_process_validation_metrics_equal_the_single_process_ones(tmp_path, 
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = {k: v for k, v in json.loads(out.read_text()).items() if "R@" in k or "MedR" in k}
-    assert set(results[1]) == {f"val/{d}_{m}" for d in ("v2a", "t2v") for m in ("R@1", "R@5", "R@10", "MedR")}
+    assert set(results[1]) == {f"val/{d}_{m}" for d in ("v2a", "t2v")
+                               for m in ("R@1", "R@5", "R@10", "MedR", "chance_R@10")}
+    assert results[1]["val/v2a_chance_R@10"] == 1.0  # 7 clips (counted once on 2 ranks): R@10 is certain
     assert results[2] == pytest.approx(results[1], abs=1e-6)

@@ -364,13 +364,14 @@ def test_sigterm_to_the_whole_process_group_saves_the_step_reached_and_the_resum
 def test_timeout_make_train_signals_the_group_and_exits_143_with_the_step_reached(tmp_path, demo_root):
     """`timeout --preserve-status -s TERM N make train ...` (timeout signals make, python and the workers)."""
     copy = make_user_copy(tmp_path / "vatt")
-    cmd = (f"timeout --preserve-status -s TERM 45 make train data=manifest data.path={demo_root} data.batch_size=4 "
+    cmd = (f"timeout --preserve-status -s TERM 75 make train data=manifest data.path={demo_root} data.batch_size=4 "
            "logger=none trainer.max_epochs=1000")
     proc = subprocess.run(cmd, shell=True, cwd=copy, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     stopped = _assert_quiet_stop(out, proc.returncode, signal.SIGTERM)
     (run,) = _runs(copy)
     assert _step(run / "checkpoints" / "last.ckpt") == stopped > 0
+    assert "continue with: .venv/bin/python -m vatt.train " in out  # the interpreter as the user would type it
 
 
 @pytest.mark.slow
@@ -461,3 +462,32 @@ def test_prepare_signalled_as_a_group_finishes_the_inputs_in_hand_and_resumes_to
     # are compared with one worker in test_prepare.py, where the transcoder's output is repeatable)
     resumed, reference = read_dataset(out), read_dataset(tmp_path / "full")
     assert {k: v["meta"] for k, v in resumed.items()} == {k: v["meta"] for k, v in reference.items()}
+
+
+class ValRecorder(Callback):
+    def __init__(self, key: str) -> None:
+        self.key, self.values = key, {}
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.values[trainer.global_step] = float(trainer.callback_metrics[self.key])
+
+
+@pytest.mark.slow
+def test_the_best_checkpoint_and_best_value_survive_a_mid_epoch_stop_and_resume(tmp_path, demo_root):
+    """SIGINT at step 6 (mid-epoch 2), resume to step 12: the best by val/loss is the best of all 3 validations."""
+    base = [*_base(demo_root), "callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=min"]
+    first, second = ValRecorder("val/loss"), ValRecorder("val/loss")
+    _fit_expecting_exit(make_cfg(tmp_path, base), [first, SignalAt(6, signal.SIGINT)], 128 + signal.SIGINT)
+    assert list(first.values) == [4]  # the stop itself does not validate
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    _fit_with(make_cfg(tmp_path, [*base, f"ckpt_path={ckpt}"]), second)
+    values = {**first.values, **second.values}
+    assert sorted(values) == [4, 8, 12]
+    best_step = min(values, key=values.get)
+    state = torch.load(ckpt, weights_only=True)["callbacks"]
+    (mc,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert float(mc["best_model_score"]) == pytest.approx(values[best_step])
+    assert Path(mc["best_model_path"]).name.endswith(f"step{best_step:06d}.ckpt")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")] == [Path(mc["best_model_path"]).name]
+    assert state["HParamsSummary"]["best"] == pytest.approx(values[best_step])

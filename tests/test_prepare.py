@@ -324,6 +324,12 @@ def test_audioset_name_variants_audio_only_files_and_transcode_rebuild(tmp_path)
     with pytest.raises(ValueError, match="no captions"):
         prepare("audioset", out, videos=clips, segments=segments, require_captions=True, progress=False)
 
+    # for pretraining (which needs video): --require-video leaves the audio-only clip out, saying why
+    pretrain = prepare("audioset", tmp_path / "pretrain", videos=clips, segments=segments, require_video=True,
+                       workers=2, progress=False)
+    assert pretrain["kept"] == 3 and pretrain["kept_audio_only"] == 0
+    assert skipped_reasons(tmp_path / "pretrain")["wavBBBBBBBB,12.500,22.500"] == "no video stream"
+
 
 def _bytes_io(data: bytes):
     import io

@@ -126,3 +126,17 @@ def test_freezing_towers_stops_their_gradients_only():
         model.freeze("vision")
     ma = vatt.create_model("ma_tiny").freeze("text")
     assert not any(p.requires_grad for p in ma.video.transformer.parameters())  # shared
+
+
+def test_exports_get_the_mode_of_any_new_file(tmp_path):
+    import os
+    import stat
+
+    import vatt
+
+    umask = os.umask(0o022)
+    try:
+        path = vatt.save_pretrained(vatt.create_model("tiny", vocab_size=10), tmp_path / "m.safetensors")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not safetensors' private 0600

@@ -125,7 +125,9 @@ def check_run_folder(run_dir: Path, steps: int | None) -> None:
 
 
 def overrides_of(cmd: str) -> dict[str, str]:
-    return dict(a.split("=", 1) for a in cmd.split()[2:] if "=" in a and not a.startswith("-"))
+    import shlex
+
+    return dict(a.split("=", 1) for a in shlex.split(cmd)[2:] if "=" in a and not a.startswith("-"))
 
 
 def config_value(cfg: dict, key: str):
@@ -155,19 +157,22 @@ def users_datasets(root: Path, base: Path) -> None:
     for i in range(3):
         _clip(mine / "clips" / f"c{i}.mp4", 2.0, i)
     (mine / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # 16 clips each (8 of AudioSet's with video): enough for one batch of 8 of the README's mix per loader worker
     h = base / "howto100m"
-    for i in range(2):
+    for i in range(16):
         _clip(h / "videos" / f"vid{i}.mp4", 3.0, i)
     (h / "caption.json").write_text(json.dumps(
-        {f"vid{i}": {"start": [0.0, 1.5], "end": [1.5, 3.0], "text": ["chop the onion", "fry it"]} for i in range(2)}
+        {f"vid{i}": {"start": [0.0, 1.5], "end": [1.5, 3.0], "text": ["chop the onion", "fry it"]} for i in range(16)}
     ))
     a = base / "audioset"
-    _clip(a / "clips" / "AAAAAAAAAAA_30.000.mp4", 2.0, 1)
-    _clip(a / "clips" / "BBBBBBBBBBB_10.000.wav", 2.0, 2, video=False)
+    rows = []
+    for i in range(16):
+        ytid = f"{chr(65 + i) * 11}"
+        _clip(a / "clips" / f"{ytid}_{10 * i}.000.{'mp4' if i % 2 else 'wav'}", 2.0, i, video=bool(i % 2))
+        rows.append(f'{ytid}, {10 * i}.000, {10 * i + 10}.000, "/m/09x0r"\n')
     (a / "unbalanced_train_segments.csv").write_text(
-        "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=2\n# YTID, start_seconds, end_seconds, labels\n"
-        'AAAAAAAAAAA, 30.000, 40.000, "/m/09x0r"\nBBBBBBBBBBB, 10.000, 20.000, "/m/04rlf"\n'
-    )
+        "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=16\n# YTID, start_seconds, end_seconds, labels\n"
+        + "".join(rows))
 
 
 # --------------------------------------------------------------------------- one check per kind of command
@@ -198,12 +203,24 @@ def placeholders(cmd: str, root: Path) -> str:
     return cmd.replace("/path/to/", f"{base}/")
 
 
+# what Lightning, litdata and PyTorch print on every run unless the project deals with it
+NOISE = ("Warning", "warn(", "deprecated", "💡", "Trainer already configured", "Total FLOPs", "log_every_n_steps",
+         "max_cache_size is unset", "sync_dist", "Mismatch dtype", "Traceback")
+
+
+def assert_no_noise(out: str) -> None:
+    lines = [ln for ln in out.splitlines() if any(n in ln for n in NOISE)]
+    assert not lines, "\n".join(lines)
+
+
 def check_train(cmd: str, root: Path) -> None:
     before = runs(root)
     smoke = "debug=fdr" in cmd
     finetune = "experiment=finetune_" in cmd
     proc = run(placeholders(cmd, root) if smoke else f"{placeholders(cmd, root)} trainer.max_steps={STEPS}", root)
     (new,) = runs(root) - before
+    if cmd == "make train":  # the first run of a newcomer: nothing they cannot act on
+        assert_no_noise(proc.stdout + proc.stderr)
     if finetune:  # fit, then test every view: metrics.json
         metrics = json.loads((new / "metrics.json").read_text())
         assert {"test/top1", "num_train", "num_test", "num_skipped"} <= set(metrics)
@@ -212,7 +229,13 @@ def check_train(cmd: str, root: Path) -> None:
     check_run_folder(new, None if smoke else STEPS)
     config = (new / ".hydra" / "config.yaml").read_text()
     for key, value in overrides_of(cmd).items():
-        if "." in key:
+        if "." in key and value.startswith(("[", "{")):  # a list or dict, as Hydra parses it
+            import yaml
+            from omegaconf import OmegaConf
+
+            composed = OmegaConf.to_container(OmegaConf.select(OmegaConf.create(config), key))
+            assert composed == yaml.safe_load(value), (key, value)
+        elif "." in key:
             assert f"{key.rsplit('.', 1)[1]}: {value}" in config, (key, value)
     assert "final metrics" in proc.stdout + proc.stderr
 

@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from vatt.checkpoint import CheckpointError, read_checkpoint
+from vatt.errors import UserError
 from vatt.lightning.callbacks import LastCheckpoint
 from vatt.runs import restore_config, resume_argv
 from vatt.train import CONFIG_DIR, check_hardware, train
@@ -145,10 +146,10 @@ def test_read_checkpoint_names_the_file_and_the_fix(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-@pytest.mark.parametrize("trainer", ["gpu", "ddp", "fsdp"])
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "fsdp", "ddp debug=fdr"])
 def test_gpu_trainers_without_a_gpu_say_so_and_name_the_cpu_choice(trainer):
-    cfg = compose_train([f"trainer={trainer}", "paths.output_dir=/tmp/run"])
-    with pytest.raises(RuntimeError, match="trainer.accelerator=gpu needs CUDA GPUs.*trainer=ddp_cpu"):
+    cfg = compose_train([f"trainer={trainer.split()[0]}", *trainer.split()[1:], "paths.output_dir=/tmp/run"])
+    with pytest.raises(UserError, match="trainer.accelerator=gpu needs CUDA GPUs.*trainer=ddp_cpu"):
         check_hardware(cfg)
 
 

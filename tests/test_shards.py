@@ -260,3 +260,65 @@ def test_data_benchmark_reports_both_rates_on_tiny_clips(shards, capsys):
           "--sample-rate", "16000"])
     out = capsys.readouterr().out
     assert out.startswith("2 clips, 8 frames @ 10 fps, 64^2, 16000 Hz") and "ratio:" in out
+
+
+# --------------------------------------------------------------------------- several sources
+
+
+def _mixed(root: Path, tmp_path: Path, mix: str, batch_size: int = 4, weights=(0.5, 0.5)) -> ShardsDataModule:
+    dm = ShardsDataModule(sources=[{"path": str(root / "train"), "weight": weights[0]},
+                                   {"path": str(root / "val"), "weight": weights[1]}],
+                          clip=TINY, batch_size=batch_size, num_workers=1, cache_dir=str(tmp_path / "cache"), mix=mix)
+    dm.prepare_data()
+    return dm
+
+
+def test_mix_all_reads_every_clip_of_every_source_once_per_epoch(shards, tmp_path, caplog):
+    root, _ = shards
+    dm = _mixed(root, tmp_path, "all")
+    with caplog.at_level("INFO", logger="vatt.data.shards"):
+        loader = dm.train_dataloader()
+    ids = [i for batch in loader for i in batch["index"].tolist()]
+    assert sorted(ids) == sorted([*range(16), *((1 << 32) + i for i in range(8))])  # 16 + 8 clips, each once
+    assert f"{root / 'train'}: 16 of 16, {root / 'val'}: 8 of 8 clips (every clip once per epoch): 6 steps" in caplog.text
+
+
+def test_weighted_mix_says_how_much_of_each_source_an_epoch_reads(shards, tmp_path, caplog):
+    root, _ = shards
+    with caplog.at_level("INFO", logger="vatt.data.shards"):
+        loader = _mixed(root, tmp_path, "weighted").train_dataloader()
+    # 0.5 / 0.5 over 16 + 8 clips: the epoch ends when the 8-clip source runs out, after ~8 of the other's
+    assert f"{root / 'train'}: 8 of 16 (weight 0.5), {root / 'val'}: 8 of 8 (weight 0.5) clips" in caplog.text
+    assert "data.mix=all reads every clip" in caplog.text and ": 4 steps of 4 clips x 1 device(s)" in caplog.text
+    ids = [i for batch in loader for i in batch["index"].tolist()]
+    sources = [i >> 32 for i in ids]
+    assert len(ids) == len(set(ids)) == 16 and sources.count(0) == sources.count(1) == 8  # as announced
+    assert all(sources[k:k + 2].count(0) == 1 for k in range(0, 16, 2))  # interleaved by weight, not by chance
+
+
+def test_a_weighted_mix_follows_its_weights_exactly_and_says_when_it_ends():
+    from vatt.data.shards import weighted_mix_length
+
+    assert weighted_mix_length([8, 8], [0.5, 0.5]) == 16
+    assert weighted_mix_length([100, 10], [0.5, 0.5]) == 21  # 10 of each, then one more of the first: the next is the 11th of the small one
+    assert weighted_mix_length([100, 10], [0.9, 0.1]) == 105  # 95 + 10: the 11th of the small one ends it
+    assert weighted_mix_length([0, 5], [1.0, 1.0]) == 0
+
+
+@pytest.mark.parametrize("mix", ["weighted", "all"])
+def test_a_mix_too_small_for_one_batch_stops_with_a_message(shards, tmp_path, mix):
+    from vatt.errors import UserError
+
+    root, _ = shards
+    with pytest.raises(UserError, match="fewer than one batch of data.batch_size=32 per worker.*no step"):
+        _mixed(root, tmp_path, mix, batch_size=32).train_dataloader()
+
+
+def test_bad_mix_settings_are_named(shards, tmp_path):
+    from vatt.errors import UserError
+
+    root, _ = shards
+    with pytest.raises(UserError, match="data.mix='sometimes'"):
+        _mixed(root, tmp_path, "sometimes")
+    with pytest.raises(UserError, match="every weight must be positive"):
+        _mixed(root, tmp_path, "weighted", weights=(0.5, 0.0))

@@ -91,6 +91,48 @@ def test_unknown_config_keys_are_rejected(tmp_path):
         make_cfg(tmp_path, ["model.droptokn=0.5"])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("model.optimizer.lr=-1", "model.optimizer.lr=-1 must be a number > 0"),
+    ("trainer.max_epochs=two", "trainer.max_epochs='two' must be an integer >= -1 (-1: no limit)"),
+    ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+    ("model.droptoken=1.5", "model.droptoken=1.5 must be a number in [0, 1)"),
+    ("model.scheduler.warmup_steps=2.5", "model.scheduler.warmup_steps=2.5 must be an integer >= 0"),
+    ("+model.dropuot=0.1", "model.dropuot is not a setting of vatt.lightning.VATTPretrainModule; did you mean "
+                           "model.droptoken?"),
+    ("+model.backbone.dropuot=0.1", "model.backbone.dropuot is not a setting of the VATT model"),
+    ("+data.batchsize=4", "data.batchsize is not a setting of vatt.data.pretrain.DemoDataModule; did you mean "
+                          "data.batch_size?"),
+])
+def test_bad_config_values_and_keys_are_named_before_anything_starts(tmp_path, override, message):
+    from vatt.config import check_train_config
+    from vatt.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        check_train_config(make_cfg(tmp_path, [override]))
+    assert str(e.value).startswith(message)
+
+
+def test_a_config_error_is_one_line_without_a_traceback_unless_asked(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("VATT_ROOT", "HYDRA_FULL_ERROR")}
+    cmd = [sys.executable, "-m", "vatt.train", "model.optimizer.lr=-1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["vatt.train: error: model.optimizer.lr=-1 must be a number > 0",
+                                                "(HYDRA_FULL_ERROR=1 shows the traceback)"]
+    assert not (tmp_path / "data").exists()  # stopped before generating the demo data
+    full = subprocess.run(cmd, cwd=tmp_path, env={**env, "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    assert full.returncode == 1 and "Traceback" in full.stderr and "check_values" in full.stderr
+
+
+def test_ignored_settings_are_warned_about(tmp_path, caplog):
+    from vatt.config import check_train_config
+
+    with caplog.at_level("WARNING", logger="vatt.config"):
+        check_train_config(make_cfg(tmp_path, ["pretrained=weights.safetensors"]))
+    assert "pretrained=weights.safetensors is ignored: a pretraining run starts from random weights" in caplog.text
+
+
 class StepRecorder(Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -268,14 +310,19 @@ def test_resuming_with_another_vocabulary_names_both(tmp_path):
         check_vocabulary({"path": "/x/tokenizer.json", "size": 99}, DM())
 
 
-def test_make_train_forwards_every_override():
-    out = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "train", "experiment=demo", "model.droptoken=0.25", "trainer.max_epochs=2"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout
-    line = next(ln for ln in out.splitlines() if "vatt.train" in ln)
-    for arg in ("experiment=demo", "model.droptoken=0.25", "trainer.max_epochs=2"):
-        assert arg in line
+@pytest.mark.parametrize("target", ["train", "sweep", "eval"])
+def test_make_passes_every_override_to_the_program_exactly_as_typed(target):
+    """Quoted lists and dicts, spaces, quotes, $, backslashes and Hydra interpolations reach Hydra unchanged, in order."""
+    import shlex
+
+    typed = ["experiment=demo", "model.droptoken=0.25",
+             "data.sources=[{path: data/shards/a b, weight: 0.5}, {path: data/shards/c, weight: 0.5}]",
+             "+tag=it's", "hydra.run.dir=logs/${now:%H-%M}", "data.vocab=$HOME/words.txt", r"x=a\b c"]
+    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", target, *typed], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if f"-m vatt.{'eval' if target == 'eval' else 'train'}" in ln)
+    args = shlex.split(line)
+    assert args[args.index("-m") + 2:] == (["--multirun"] if target == "sweep" else []) + typed
 
 
 @pytest.mark.slow
@@ -301,3 +348,18 @@ def test_fsdp_config_wraps_transformer_blocks(tmp_path):
     assert strategy.kwargs["auto_wrap_policy"]._module_classes == {Block}
     assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {Block}
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.sync_batchnorm
+
+
+@pytest.mark.parametrize("module, expected, private", [
+    ("vatt.train", ["experiment: demo,", "model: finetune, vatt_bbs", "trainer: cpu, ddp, ddp_cpu"], ["_pretrain", "_finetune", "_downstream", "eval/"]),
+    ("vatt.eval", ["task: linear_probe, retrieval", "data: audioset, demo,"], ["_downstream", "manifest", "shards"]),
+])
+def test_help_lists_the_choices_a_user_has(tmp_path, module, expected, private):
+    env = {k: v for k, v in os.environ.items() if k != "VATT_ROOT"}
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    groups = out.split("== Config ==")[0]
+    for line in expected:
+        assert line in groups, groups
+    for name in private:
+        assert name not in groups, groups

@@ -410,31 +410,31 @@ def run(out_dir: str | Path = "bench", quick: bool = False, sections: tuple[str,
         (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         (out_dir / "results.md").write_text(markdown(results))
 
-    if "steps" in sections:
-        results["steps"] = {
+    ck_name = "tiny" if quick else "mbs"
+    jobs: dict[str, Callable[[], Any]] = {
+        "steps": lambda: {
             f"{name} video tower": step_report(name, ("video",), 1, gemm, repeat, **paper),
             f"{name} audio tower": step_report(name, ("audio",), 2, gemm, repeat, **paper),
             f"{name} full model": step_report(name, ("video", "audio", "text"), 2, gemm, repeat, **paper),
-        }
-    save()
-    if "compile" in sections:
-        results["compile"] = {"setting": f"{name} video tower, batch 1, DropToken 0.5",
-                              **compile_report(name, ("video",), 1, repeat, **paper)}
-    save()
-    if "checkpointing" in sections:
-        ck_name = "tiny" if quick else "mbs"
-        results["checkpointing"] = {"setting": f"{ck_name} full model, batch 2, DropToken 0.5",
-                                    **checkpointing_report(ck_name, 2, **paper)}
-    save()
-    if "profile" in sections:
-        results["profile"] = {"setting": f"{name} video tower, batch 1, DropToken 0",
-                              **profile_report(name, ("video",), 1, **paper)}
-    save()
-    if "data" in sections:
-        results["data"] = data_report(quick)
-    save()
-    if "demo" in sections:
-        results["demo"] = demo_report(quick, demo_root)
+        },
+        "compile": lambda: {"setting": f"{name} video tower, batch 1, DropToken 0.5",
+                            **compile_report(name, ("video",), 1, repeat, **paper)},
+        "checkpointing": lambda: {"setting": f"{ck_name} full model, batch 2, DropToken 0.5",
+                                  **checkpointing_report(ck_name, 2, **paper)},
+        "profile": lambda: {"setting": f"{name} video tower, batch 1, DropToken 0",
+                            **profile_report(name, ("video",), 1, **paper)},
+        "data": lambda: data_report(quick),
+        "demo": lambda: demo_report(quick, demo_root),
+    }
+    chosen = [s for s in jobs if s in sections]
+    for i, section in enumerate(chosen, 1):
+        # one line before and after each section: a full run takes minutes, and nothing else is printed meanwhile
+        print(f"bench [{i}/{len(chosen)}] {section} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        results[section] = jobs[section]()
+        save()
+        print(f"bench [{i}/{len(chosen)}] {section}: done in {time.perf_counter() - t0:.0f} s "
+              f"(results so far in {out_dir / 'results.json'})", file=sys.stderr, flush=True)
     save()
     return results
 

@@ -7,6 +7,7 @@ load is ``weights_only=True``: a checkpoint is data, never code.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,12 @@ def read_checkpoint(path: str | Path, mmap: bool = True) -> dict[str, Any]:
             f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0]}), e.g. the run was killed while "
             f"writing it; use another checkpoint ({_others(path)})"
         ) from e
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """The SHA-256 of a file, read in 4 MB pieces (checkpoints can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -28,6 +28,8 @@ from vatt.data.downstream import Listing, list_dataset
 from vatt.data.labeled import LabeledClipDataset
 from vatt.data.loading import default_num_workers
 from vatt.data.tokenizer import WordTokenizer
+from vatt.config import check_eval_config
+from vatt.errors import reported
 from vatt.interrupts import Stopped, raise_on_stop_signals
 from vatt.metrics import save_metrics_json
 from vatt.models import VATT, create_model
@@ -195,7 +197,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        with raise_on_stop_signals():
+        with raise_on_stop_signals(), reported("vatt.eval", log):
+            check_eval_config(cfg)
             evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
     except Stopped as e:
         # feature-cache files are written whole (temporary file + rename): what was cached stays valid

@@ -12,6 +12,8 @@ finished what it was doing.
 
 - ``children_ignore_stop_signals()``: processes started inside the block never see
   a stop signal; the main process gets any that arrive meanwhile when the block ends.
+  Such a child calls ``obey_parent_only()`` first thing, so that its parent can still
+  end it with SIGTERM (``Process.terminate()``).
 - ``raise_on_stop_signals()``: for code with nothing to checkpoint (evaluation,
   the set-up before training): a stop signal raises ``Stopped`` in the main thread,
   which the command turns into a one-line message and exit status 128 + signal.
@@ -23,6 +25,7 @@ finished what it was doing.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -83,6 +86,27 @@ def raise_on_stop_signals() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def obey_parent_only() -> None:
+    """In a child started inside ``children_ignore_stop_signals``: a SIGTERM from its parent ends it quietly.
+
+    That is how the parent stops helpers in order (``multiprocessing``'s
+    ``terminate()``, also at interpreter exit); the same signals from anyone else (a
+    scheduler signalling the whole job) are taken and ignored. A daemon thread waits
+    for them with ``sigwaitinfo``, which tells who sent each one. Call it once per child.
+    """
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            info = signal.sigwaitinfo(STOP_SIGNALS)
+            if info.si_signo == signal.SIGTERM and info.si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
 
 
 def worker_ignores_stop_signals() -> None:

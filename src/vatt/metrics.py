@@ -32,6 +32,9 @@ from torchmetrics.functional.classification import (
 
 # --------------------------------------------------------------------------- classification
 
+# R@10 by chance (10 / clips) above this, i.e. fewer than 100 clips: a validation that is a smoke test, not a measurement
+SMOKE_CHANCE = 0.1
+
 
 def average_views(scores: torch.Tensor, num_views: int) -> torch.Tensor:
     """Mean of the per-view scores of each video.

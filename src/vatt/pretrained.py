@@ -227,4 +227,14 @@ def save_pretrained(model: VATT, path: str | Path, vocab: list[str] | None = Non
     meta.update({k: str(v) for k, v in info.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=meta)
+    _readable_as_other_files(path)
     return path
+
+
+def _readable_as_other_files(path: Path) -> None:
+    """safetensors writes its files private (0600); give them the mode any new file gets here (the umask's)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)

@@ -32,8 +32,34 @@ def project_root() -> str:
     return str(Path(os.environ.get("VATT_ROOT") or os.getcwd()).resolve())
 
 
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+
+
+def config_groups(task: str) -> str:
+    """The config groups a command's ``--help`` lists, one line each: ``group: option, option``.
+
+    Files starting with ``_`` are partials that other configs include, not choices;
+    ``train`` lists the groups of ``configs/`` (the evaluation's own under ``eval/``
+    excepted), ``eval`` those of ``configs/eval/`` plus the shared data and loggers.
+    """
+    def options(*folders: Path) -> list[str]:
+        return sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml") if not p.stem.startswith("_")})
+
+    if task == "eval":
+        downstream = [n for n in options(CONFIG_ROOT / "data")  # the labelled sets, not the pretraining data modules
+                      if "_downstream" in (CONFIG_ROOT / "data" / f"{n}.yaml").read_text()]
+        groups = {"task": options(CONFIG_ROOT / "eval" / "task"),
+                  "data": sorted({*downstream, *options(CONFIG_ROOT / "eval" / "data")}),
+                  "logger": options(CONFIG_ROOT / "logger")}
+    else:
+        groups = {d.name: options(d) for d in sorted(CONFIG_ROOT.iterdir())
+                  if d.is_dir() and d.name not in ("eval", "hydra", "paths")}
+    return "\n".join(f"{group}: {', '.join(names)}" for group, names in groups.items() if names)
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("vatt.root", project_root, replace=True)
+    OmegaConf.register_new_resolver("vatt.config_groups", config_groups, replace=True)
 
 
 register_resolvers()

@@ -27,7 +27,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vatt.checkpoint import read_checkpoint
+from vatt.config import check_train_config
+from vatt.errors import UserError, reported
 from vatt.interrupts import Stopped, raise_on_stop_signals
+from vatt.lightning.noise import silence_known_noise
 from vatt.lightning.callbacks import HParamsSummary, Preemption, RandomState, RunConfig
 from vatt.metrics import save_metrics_json
 from vatt.runs import RESUME_NOTES, restore_config, resume_argv
@@ -61,7 +64,7 @@ def check_hardware(cfg: DictConfig) -> None:
         hc = _hydra()
         choice = hc.runtime.choices.get("trainer") if hc is not None else None
         what = f"trainer={choice}" if choice else f"trainer.accelerator={accelerator}"
-        raise RuntimeError(
+        raise UserError(
             f"{what} needs CUDA GPUs, and none is available on this machine. On CPU use trainer=cpu "
             "(one process) or trainer=ddp_cpu (two processes over gloo, to exercise the distributed code); "
             "FSDP and bf16 GPU kernels need a GPU machine."
@@ -224,14 +227,10 @@ def configure_sync_batchnorm(cfg: DictConfig, world: int) -> None:
               "processes keeps its own BatchNorm statistics", world)
 
 
-def _needs_final_validation(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule) -> bool:
-    return (
-        not trainer.interrupted
-        and not trainer.fast_dev_run
-        and trainer.global_step > 0
-        and cfg.trainer.get("limit_val_batches", 1.0) not in (0, 0.0)
-        and getattr(module, "last_validated_step", trainer.global_step) != trainer.global_step
-    )
+def interpreter() -> str:
+    """The Python this run was started with, as a user would type it from here (``.venv/bin/python``)."""
+    exe = Path(sys.executable)
+    return str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else str(exe)
 
 
 def preempted(stop: Preemption, cfg: DictConfig) -> None:
@@ -243,7 +242,7 @@ def preempted(stop: Preemption, cfg: DictConfig) -> None:
             log.warning("the SLURM job was requeued and will continue from there")
         elif stop.checkpoint is not None:
             args = [a for a in sys.argv[1:] if not a.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.output_subdir="))]
-            log.warning("continue with: python -m vatt.train %s", " ".join([*args, f"ckpt_path={stop.checkpoint}"]))
+            log.warning("continue with: %s -m vatt.train %s", interpreter(), " ".join([*args, f"ckpt_path={stop.checkpoint}"]))
             log.warning("(or ckpt_path=last: the newest last.ckpt of this experiment)")
     raise SystemExit(128 + int(stop.received))
 
@@ -251,6 +250,8 @@ def preempted(stop: Preemption, cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit one run described by ``cfg``; returns the final logged metrics."""
     check_hardware(cfg)
+    check_train_config(cfg)
+    silence_known_noise()
     for note in RESUME_NOTES:
         _info("%s", note)
     saved_vocab = restore_from_checkpoint(cfg) if cfg.get("ckpt_path") else None
@@ -277,10 +278,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         RunConfig(OmegaConf.to_container(cfg, resolve=False), vocab),
         RandomState(),
     ]
-    max_steps, every = cfg.trainer.get("max_steps", -1), cfg.trainer.get("log_every_n_steps")
-    if max_steps and max_steps > 0 and every and every > max_steps:
-        # a run shorter than the logging interval would leave TensorBoard without training curves
-        cfg.trainer.log_every_n_steps = max_steps
     loggers = _instantiate_all(cfg.get("logger"))
     best = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
     monitor = best.get("monitor")
@@ -297,10 +294,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     stop = next((cb for cb in trainer.callbacks if isinstance(cb, Preemption) and cb.received is not None), None)
     if stop is not None:
         preempted(stop, cfg)
-    if _needs_final_validation(cfg, trainer, module):
-        _info("training stopped at step %d, which was not validated: validating the final weights", trainer.global_step)
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if cfg.get("test_after_fit") and not trainer.interrupted and not trainer.fast_dev_run:
         _info("testing the final weights on every view of the test videos")
         (tested,) = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -319,7 +312,7 @@ def main(cfg: DictConfig) -> float | None:
     # Outside the training loop (data preparation, set-up, the final validation and test) a stop signal ends the
     # run at once: there is no step to finish. In the loop the Preemption callback takes over (README "Long runs").
     try:
-        with raise_on_stop_signals():
+        with raise_on_stop_signals(), reported("vatt.train", log):
             metrics = train(cfg)
     except Stopped as e:
         if rank_zero_only.rank == 0:

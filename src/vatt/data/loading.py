@@ -10,26 +10,40 @@ taking the run down with "DataLoader worker ... is killed by signal".
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.utils.data
 from litdata import StreamingDataLoader as _LitdataStreamingDataLoader
 
-from vatt.interrupts import children_ignore_stop_signals
+from vatt.interrupts import children_ignore_stop_signals, obey_parent_only
+
+
+def _quiet_worker_init(inner: Callable[[int], None] | None, worker_id: int) -> None:
+    obey_parent_only()
+    if inner is not None:
+        inner(worker_id)
 
 
 class _QuietWorkers:
-    """Mixin: the worker processes of a new iterator are started with the stop signals blocked."""
+    """Mixin: the worker processes of a new iterator start with the stop signals blocked and obey only the loader."""
 
     num_workers: int
+    worker_init_fn: Callable[[int], None] | None
 
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:
             return super()._get_iterator()  # type: ignore[misc]
-        with children_ignore_stop_signals():
-            return super()._get_iterator()  # type: ignore[misc]
+        inner = self.worker_init_fn  # the iterator reads it once, when it starts the workers
+        self.worker_init_fn = functools.partial(_quiet_worker_init, inner)
+        try:
+            with children_ignore_stop_signals():
+                return super()._get_iterator()  # type: ignore[misc]
+        finally:
+            self.worker_init_fn = inner
 
 
 class DataLoader(_QuietWorkers, torch.utils.data.DataLoader):
@@ -37,7 +51,18 @@ class DataLoader(_QuietWorkers, torch.utils.data.DataLoader):
 
 
 class StreamingDataLoader(_QuietWorkers, _LitdataStreamingDataLoader):
-    """litdata's ``StreamingDataLoader`` whose workers ignore stop signals (see the module docstring)."""
+    """litdata's ``StreamingDataLoader`` whose workers ignore stop signals (see the module docstring).
+
+    ``drop_last=True`` also drops each worker's last partial batch. litdata uses the
+    flag only to split the samples into equal shares and does not hand it to the torch
+    loader, which then keeps a worker's last few clips as a small batch: a 1-clip
+    batch breaks BatchNorm, and ranks would run unequal numbers of steps.
+    """
+
+    def __init__(self, *args: Any, drop_last: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, drop_last=drop_last, **kwargs)
+        if drop_last:
+            object.__setattr__(self, "drop_last", True)  # torch's DataLoader refuses to change it after __init__
 
 
 def default_num_workers(requested: int | None, cap: int = 4) -> int:

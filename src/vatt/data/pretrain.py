@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from vatt.errors import UserError
+
 from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
 from .loading import DataLoader, default_num_workers, own_generator
 from .manifest import ClipRow, load_manifest
@@ -261,7 +263,17 @@ class PretrainDataModule(CaptionDataModule):
             generator=None if train else own_generator(),
         )
 
+    def train_steps_per_epoch(self, world: int) -> int:
+        """Optimizer steps of an epoch on ``world`` devices (the last partial batch is dropped)."""
+        return len(self.train_set) // world // self.batch_size
+
     def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.train_steps_per_epoch(world) == 0:
+            raise UserError(
+                f"{self.path / self.train_manifest}: {len(self.train_set)} training clips, fewer than one batch of "
+                f"data.batch_size={self.batch_size} x {world} device(s): training would run no step. Lower "
+                "data.batch_size or add clips")
         # equal batches on every rank for the gathered losses and BN: drop the last partial one
         return ResumableLoader(
             self.train_set,

@@ -31,18 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from litdata import CombinedStreamingDataset, StreamingDataset
 from litdata.streaming.sampler import ChunkedIndex
 
+from vatt.errors import UserError
+
 from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
+from .loading import StreamingDataLoader, default_num_workers, own_generator
 from .manifest import Caption, clean_captions
 from .media import MediaError
 from .objectstore import allow_plain_http
-from .loading import StreamingDataLoader, default_num_workers, own_generator
 from .pretrain import CaptionDataModule
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
+
+# how several training sources are mixed (data.mix)
+MIXES = ("weighted", "all")
 
 
 
@@ -145,6 +151,43 @@ class ClipShardDataset(StreamingDataset):
         )
 
 
+class WeightedMix(CombinedStreamingDataset):
+    """Several sources mixed by weight, in a fixed order: clip t comes from the source most behind its share.
+
+    litdata's weighted mix draws the source of each clip at random, so how many
+    clips an epoch holds (it ends when a source runs out) is known only on average.
+    Here clip t is taken from the source i with the largest w_i·(t + 1) − y_i (y_i:
+    clips taken from it so far; ties: the first source): after t clips every source
+    has given w_i·t of them, ±1. The rule depends only on the counts, which litdata
+    keeps in its loader state, so a resumed run continues the same sequence.
+    """
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        weights = [w / sum(self._weights) for w in self._weights]
+
+        def next_source() -> int:
+            taken = iterator._num_samples_yielded
+            t = sum(taken)
+            return max(range(len(weights)), key=lambda i: (weights[i] * (t + 1) - taken[i], -i))
+
+        iterator._set_new_dataset_index = next_source
+        return iterator
+
+
+def weighted_mix_length(shares: list[int], weights: list[float]) -> int:
+    """Clips a ``WeightedMix`` yields before a source with ``shares[i]`` clips runs out (one loader worker's part)."""
+    total = sum(weights)
+    taken = [0] * len(shares)
+    t = 0
+    while True:
+        i = max(range(len(shares)), key=lambda k: (weights[k] / total * (t + 1) - taken[k], -k))
+        if taken[i] == shares[i]:
+            return t
+        taken[i] += 1
+        t += 1
+
+
 class ShardsDataModule(CaptionDataModule):
     """Streams prepared shards; see the module docstring.
 
@@ -175,6 +218,8 @@ class ShardsDataModule(CaptionDataModule):
         cache_dir: str = "data/cache",
         seed: int = 42,
         experiment_hint: str = "",
+        mix: str = "weighted",
+        max_cache_size: str | int = "100GB",
     ) -> None:
         super().__init__()
         del path, val_path, global_batch_size  # shortcuts for the sources; train.py derives batch_size
@@ -185,6 +230,14 @@ class ShardsDataModule(CaptionDataModule):
                 "(make them with `python -m vatt.data.prepare ...`)"
             )
         self.sources = [dict(s) for s in sources]
+        self.weights = [float(s.get("weight", 1.0)) for s in self.sources]
+        if any(not w > 0 for w in self.weights):
+            raise UserError(f"data.sources: every weight must be positive, got {self.weights}")
+        if mix not in MIXES:
+            raise UserError(f"data.mix={mix!r}: choose weighted (draw by the sources' weights) or all (every clip of "
+                            "every source once per epoch)")
+        self.mix = mix
+        self.max_cache_size = max_cache_size
         self.val_sources = [dict(s) for s in (val_sources or []) if s.get("path")]
         self.clip = dataclasses.replace(ClipConfig.of(clip), sampling=sampling, max_caption_distance=max_caption_distance)
         self.augment = Augment.of(augment)
@@ -235,7 +288,7 @@ class ShardsDataModule(CaptionDataModule):
             return
         texts = []
         for src in self.sources:
-            ds = StreamingDataset(src["path"])
+            ds = StreamingDataset(src["path"], max_cache_size=self.max_cache_size)
             for i in range(len(ds)):
                 texts.extend(c.text for c in parse_meta(ds[i]["meta"])[0])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,17 +305,79 @@ class ShardsDataModule(CaptionDataModule):
     def _dataset(self, path: str, train: bool, source_id: int = 0) -> ClipShardDataset:
         return ClipShardDataset(
             path, self.load_tokenizer(), self.clip, self.augment if train else None, shuffle=train, seed=self.seed,
-            drop_last=train, source_id=source_id,
+            drop_last=train, source_id=source_id, max_cache_size=self.max_cache_size,
         )
+
+    def epoch_plan(self, sizes: list[int], world: int) -> tuple[list[int], int]:
+        """Clips an epoch reads from each training source (all ranks together), and the steps of an epoch.
+
+        ``sizes``: the sources' clip counts. Each of the ``world`` x ``num_workers``
+        loader workers reads its share of every source and makes its own batches (the
+        last partial one dropped), so the steps count whole batches per worker. One
+        source, or ``mix="all"``: every clip once. ``mix="weighted"``: a worker's part
+        ends when its share of a source runs out (``weighted_mix_length``).
+        """
+        workers = world * max(1, self.num_workers)
+        shares = [n // workers for n in sizes]
+        if len(sizes) == 1 or self.mix == "all":
+            per_worker = sum(shares)
+            reads = list(sizes)
+        else:
+            per_worker = weighted_mix_length(shares, self.weights)
+            total = sum(self.weights)
+            reads = [min(n, round(per_worker * workers * w / total)) for n, w in zip(sizes, self.weights)]
+        return reads, max(1, self.num_workers) * (per_worker // self.batch_size)
+
+    def train_steps_per_epoch(self, world: int) -> int:
+        """Optimizer steps of an epoch on ``world`` devices (for a weighted mix: on average)."""
+        allow_plain_http()
+        sizes = [len(StreamingDataset(s["path"], max_cache_size=self.max_cache_size)) for s in self.sources]
+        return self.epoch_plan(sizes, world)[1]
+
+    def _report_plan(self, datasets: list[ClipShardDataset]) -> None:
+        for src in self.sources:
+            summary = _read_summary(src["path"]) or {}
+            if summary.get("kept_audio_only") and rank_zero_only.rank == 0:
+                log.warning("%s: %d of %d clips have no video stream; pretraining needs video, so each is skipped "
+                            "(and replaced) when drawn. Prepare the source with --require-video to leave them out",
+                            src["path"], summary["kept_audio_only"], summary.get("kept", 0))
+        world = self.trainer.world_size if self._trainer_attached() else 1
+        sizes = [len(d) for d in datasets]
+        reads, steps = self.epoch_plan(sizes, world)
+        what = ", ".join(f"{s['path']}: {r} of {n}" + (f" (weight {w:g})" if len(sizes) > 1 and self.mix == "weighted"
+                                                          else "")
+                         for s, r, n, w in zip(self.sources, reads, sizes, self.weights))
+        if len(sizes) > 1 and self.mix == "weighted":
+            note = ("; an epoch ends when the first source runs out, later epochs draw other clips of the others "
+                    "(data.mix=all reads every clip of every source once per epoch)")
+        else:
+            note = " (every clip once per epoch)"
+        if rank_zero_only.rank == 0:
+            log.info("training data: an epoch reads %s clips%s: %d steps of %d clips x %d device(s)", what, note, steps,
+                     self.batch_size, world)
+        if steps == 0:
+            workers = world * max(1, self.num_workers)
+            raise UserError(
+                f"data.sources: an epoch reads {sum(reads)} clips, split over {world} device(s) x "
+                f"{max(1, self.num_workers)} loader worker(s) that each make their own batches: fewer than one batch "
+                f"of data.batch_size={self.batch_size} per worker ({sum(reads) // workers} clips each), so training "
+                "would run no step. Lower data.batch_size or data.num_workers, add data"
+                + (", or use data.mix=all (every clip of every source once per epoch)"
+                   if len(sizes) > 1 and self.mix == "weighted" else ""))
+
+    def _trainer_attached(self) -> bool:
+        return getattr(self, "trainer", None) is not None
 
     def train_dataloader(self) -> StreamingDataLoader:
         allow_plain_http()  # an http:// AWS_ENDPOINT_URL (set after import)
         datasets = [self._dataset(s["path"], True, i) for i, s in enumerate(self.sources)]
+        self._report_plan(datasets)
         if len(datasets) == 1:
             dataset = datasets[0]
+        elif self.mix == "all":  # every clip once, interleaved in proportion to the sources' sizes
+            dataset = CombinedStreamingDataset(datasets, seed=self.seed, iterate_over_all=True)
         else:
-            weights = [float(s.get("weight", 1.0)) for s in self.sources]
-            dataset = CombinedStreamingDataset(datasets, seed=self.seed, weights=weights, iterate_over_all=False)
+            dataset = WeightedMix(datasets, seed=self.seed, weights=self.weights, iterate_over_all=False)
         return StreamingDataLoader(
             dataset,
             batch_size=self.batch_size,

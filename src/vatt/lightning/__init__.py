@@ -2,8 +2,11 @@
 
 from .callbacks import (
     EmbeddingViews,
+    FinalValidation,
     HParamsSummary,
     LastCheckpoint,
+    LoggingInterval,
+    ModelSummary,
     NonFiniteError,
     NonFiniteGuard,
     Preemption,
@@ -13,5 +16,5 @@ from .callbacks import (
 from .pretrain import VATTPretrainModule, warmup_cosine
 from .strategies import fsdp_strategy
 
-__all__ = ["VATTPretrainModule", "warmup_cosine", "fsdp_strategy", "LastCheckpoint", "RandomState", "RunConfig",
-           "Preemption", "NonFiniteGuard", "NonFiniteError", "HParamsSummary", "EmbeddingViews"]
+__all__ = ["VATTPretrainModule", "warmup_cosine", "fsdp_strategy", "LastCheckpoint", "LoggingInterval", "ModelSummary", "RandomState", "RunConfig",
+           "Preemption", "FinalValidation", "NonFiniteGuard", "NonFiniteError", "HParamsSummary", "EmbeddingViews"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -108,6 +109,70 @@ class LastCheckpoint(Checkpoint):
         self.save(trainer)
 
 
+class FinalValidation(Callback):
+    """Validate at the last training step when the schedule would not: every run ends with validation metrics.
+
+    A run that stops at ``trainer.max_steps`` in the middle of an epoch (a short
+    fine-tuning run, a step-limited smoke run) would otherwise end unvalidated: no
+    ``val/*`` metric, no best checkpoint. Asking Lightning to stop after the last step
+    makes it validate inside ``fit``, so the best-checkpoint and ``last.ckpt``
+    callbacks see that validation as any other. (A preempted run stops without it.)
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
+class ModelSummary(Callback):
+    """One line at the start of fitting: the model, its parameters per tower and its forward GFLOPs per clip.
+
+    Instead of Lightning's module table (whose FLOPs column is 0 without an example
+    input): the GFLOPs are counted on the ``meta`` device for the model's own
+    geometry, at DropToken 0 and at the run's rate (``vatt.flops``).
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from vatt.flops import config_gflops
+        from vatt.models import count_parameters
+
+        def millions(module: torch.nn.Module, trainable: bool = False) -> str:
+            return f"{count_parameters(module, trainable_only=trainable) / 1e6:.2f} M"
+
+        model = getattr(pl_module, "model", None)
+        config = getattr(model, "config", None)
+        if config is None:  # a fine-tuning module: one tower and a head
+            log.info("model: %s parameters (%s trainable)", millions(pl_module), millions(pl_module, True))
+            return
+        towers = ", ".join(f"{t} {millions(getattr(model, t))}" for t in model.TOWERS)
+        at_rate = config_gflops(config)["total"]
+        at_zero = at_rate if config.droptoken == 0 else config_gflops(dataclasses.replace(config, droptoken=0.0))["total"]
+        log.info("model: %s parameters (%s; %s trainable); forward %.2f GFLOPs per clip (%.2f with DropToken %g "
+                 "as in training)", millions(model), towers, millions(model, True), at_zero, at_rate, config.droptoken)
+
+
+class LoggingInterval(Callback):
+    """Log training curves at least once per epoch and per run: ``trainer.log_every_n_steps`` is capped.
+
+    A run whose epochs (or whose ``trainer.max_steps``) are shorter than the logging
+    interval would otherwise show no training curve in TensorBoard. The data module's
+    ``train_steps_per_epoch(world_size)`` says how long an epoch is, when it knows.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        limits = [trainer.max_steps] if trainer.max_steps and trainer.max_steps > 0 else []
+        steps = getattr(trainer.datamodule, "train_steps_per_epoch", None)
+        per_epoch = steps(trainer.world_size) if callable(steps) else None
+        if per_epoch:
+            limits.append(per_epoch)
+        if limits and trainer.log_every_n_steps > min(limits):
+            trainer.log_every_n_steps = max(1, min(limits))
+
+
 class RunConfig(Callback):
     """Stores the run's composed (unresolved) config in every checkpoint under ``"vatt_config"``.
 
@@ -192,12 +257,12 @@ class DemoProbe(Callback):
     for every label. Runs on rank 0; the other ranks wait.
     """
 
-    def __init__(self, root: str | Path, labels: tuple[str, ...] | list[str] = ("colour", "shape", "motion"),
+    def __init__(self, root: str | Path | None, labels: tuple[str, ...] | list[str] = ("colour", "shape", "motion"),
                  modality: str = "video", every_n_validations: int = 5, batch_size: int = 32) -> None:
         super().__init__()
         if every_n_validations < 1:
             raise ValueError(f"every_n_validations={every_n_validations}: give a positive number")
-        self.root, self.labels, self.modality = Path(root), list(labels), modality
+        self.root, self.labels, self.modality = (Path(root) if root else None), list(labels), modality
         self.every, self.batch_size = every_n_validations, batch_size
         self._seen = 0
 
@@ -230,6 +295,11 @@ class DemoProbe(Callback):
             return
         self._seen += 1
         if self._seen % self.every:
+            return
+        if self.root is None:  # e.g. data.sources mixes several folders: no single demo folder to probe
+            logging.getLogger("vatt.lightning.pretrain").info(
+                "demo probe switched off: data.path names no demo folder (callbacks.probe.root)")
+            self.every = 10**9
             return
         if trainer.is_global_zero:
             from vatt.data.clip import ClipConfig

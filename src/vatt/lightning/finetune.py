@@ -16,17 +16,22 @@ and d' for multi-label sets (``vatt.metrics``).
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.aggregation import CatMetric
 
+from vatt.checkpoint import file_sha256
 from vatt.metrics import average_views, multilabel_metrics, topk_accuracy
 from vatt.models import ClassifierHead, create_model
 from vatt.pretrained import load_pretrained, model_kwargs
+
+log = logging.getLogger(__name__)
 
 OUTPUT_KEYS = ("logits", "labels", "valid")
 
@@ -79,6 +84,13 @@ class VATTFinetuneModule(L.LightningModule):
             vatt = create_model(name, droptoken=droptoken, **geometry, **extra)
         self.backbone = vatt.video if modality == "video" else vatt.audio
         self.backbone.train()
+        if rank_zero_only.rank == 0 and pretrained:
+            # load_pretrained is strict: a missing or unexpected tensor would have raised, naming it
+            log.info("fine-tuning the %s tower of %s (sha256 %s): its %d tensors loaded, none missing or unexpected "
+                     "(the other towers and the FAC heads are not used)", modality, pretrained,
+                     file_sha256(pretrained)[:12], len(self.backbone.state_dict()))
+        elif rank_zero_only.rank == 0:
+            log.info("fine-tuning the %s tower of a randomly initialised %s model (pretrained=null)", modality, name)
         if head_dropout is None:
             head_dropout = 0.5 if modality == "video" else 0.0
         prior = 1.0 / num_classes if multilabel else None

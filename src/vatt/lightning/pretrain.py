@@ -12,7 +12,7 @@ import torch
 from torchmetrics.aggregation import CatMetric
 
 from vatt.losses import mil_nce_loss, nce_loss
-from vatt.metrics import retrieval_metrics
+from vatt.metrics import SMOKE_CHANCE, retrieval_metrics
 from vatt.models import create_model
 from vatt.pretrained import model_kwargs
 
@@ -39,9 +39,12 @@ def validation_retrieval(outputs: dict[str, torch.Tensor]) -> dict[str, float]:
     o = {k: v[first] for k, v in outputs.items()}
     metrics = {f"val/v2a_{k}": v for k, v in retrieval_metrics(o["video_va"], o["audio_va"]).items()}
     has_text = o["has_text"].bool()
+    metrics["val/num_clips"] = float(len(first))
+    metrics["val/v2a_chance_R@10"] = min(1.0, 10 / len(first))
     if has_text.any():
         t2v = retrieval_metrics(o["text_vt"][has_text], o["video_vt"][has_text])
         metrics.update({f"val/t2v_{k}": v for k, v in t2v.items()})
+        metrics["val/t2v_chance_R@10"] = min(1.0, 10 / int(has_text.sum()))
     return metrics
 
 
@@ -98,7 +101,6 @@ class VATTPretrainModule(L.LightningModule):
         self._last_step_time: float | None = None
         self._total_steps: int | None = None
         self._skipped_total: torch.Tensor | int = 0  # samples the loaders skipped since the run began (this rank)
-        self.last_validated_step: int | None = None
 
     def load_word_vectors(self, path: str | None, vocab: list[str] | None, trainable: bool) -> None:
         """Fill the word table from a word2vec/GloVe file for the tokenizer's words (frozen unless ``trainable``)."""
@@ -209,12 +211,16 @@ class VATTPretrainModule(L.LightningModule):
             metrics.update({f"val/t2v_{k}": float("nan") for k in ("R@1", "R@5", "R@10", "MedR")})
             if self.trainer.is_global_zero:
                 log.warning("this validation saw no captioned clip: val/t2v_* are NaN")
-        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
-        if not self.trainer.sanity_checking:
-            self.last_validated_step = self.global_step
+        # computed from the outputs gathered over all ranks, so equal on every rank: the reduction changes nothing
+        self.log_dict(metrics, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "R@10" in k or "MedR" in k)
+            shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if ("R@10" in k or "MedR" in k)
+                             and "chance" not in k)
             log.info("epoch %d step %d: %s", self.current_epoch, self.global_step, shown)
+            if metrics["val/v2a_chance_R@10"] > SMOKE_CHANCE:
+                log.warning("validation over %d clips only: R@10 by chance is %.2f, so these R@10 values are a smoke "
+                            "test, not a measurement (validate on more clips, e.g. a larger trainer.limit_val_batches)",
+                            int(metrics["val/num_clips"]), metrics["val/v2a_chance_R@10"])
 
     def lr_at(self, step: int) -> float:
         """Learning rate at optimizer step ``step`` (docs/vatt.md §6)."""

@@ -177,6 +177,29 @@ class Mlp(nn.Module):
         return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that normalises in float32 whatever its input's dtype, returning that dtype.
+
+    CPU autocast leaves layer norms alone, so a bf16 activation would meet the fp32
+    weight and fall off the fused kernel (PyTorch warns about it on every step);
+    float32 statistics are also what mixed-precision training wants.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float32, torch.float64):
+            return super().forward(x)
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` in float32 whatever its input's dtype, as ``LayerNorm`` above (T5 computes it in float32 too)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float32, torch.float64):
+            return super().forward(x)
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight, self.eps).to(x.dtype)
+
+
 NORMS = ("layer", "layer_nobias", "rms")
 
 
@@ -184,11 +207,11 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     """``"layer"`` (LayerNorm: ViT-style encoders), ``"layer_nobias"`` (LayerNorm with a scale but no
     bias: the T5 text encoder's feed-forward norm in the authors' code) or ``"rms"`` (T5's RMS norm)."""
     if kind == "layer":
-        return nn.LayerNorm(dim, eps=LN_EPS)
+        return LayerNorm(dim, eps=LN_EPS)
     if kind == "layer_nobias":
-        return nn.LayerNorm(dim, eps=LN_EPS, bias=False)
+        return LayerNorm(dim, eps=LN_EPS, bias=False)
     if kind == "rms":
-        return nn.RMSNorm(dim, eps=LN_EPS)
+        return RMSNorm(dim, eps=LN_EPS)
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
@@ -322,7 +345,7 @@ class SpatioTemporalPositions(nn.Module):
         self.temporal = nn.Parameter(torch.zeros(grid[0], dim))
         self.vertical = nn.Parameter(torch.zeros(grid[1], dim))
         self.horizontal = nn.Parameter(torch.zeros(grid[2], dim))
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm = LayerNorm(dim, eps=LN_EPS)
         self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, t*h*w, C
@@ -348,7 +371,7 @@ class TemporalPositions(nn.Module):
         self.length = length
         self.interpolate = interpolate
         self.table = nn.Parameter(torch.zeros(length, dim))
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm = LayerNorm(dim, eps=LN_EPS)
         self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, N, C

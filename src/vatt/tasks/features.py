@@ -22,6 +22,7 @@ import torch
 from vatt.data.labeled import LabeledClipDataset
 from vatt.data.loading import DataLoader
 from vatt.models import VATT
+from vatt.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def extract(
     out: dict[str, list[torch.Tensor]] = {"features": [], "labels": [], "valid": [], "skipped": []}
     if text:
         out["text"] = []
-    for batch in loader:
+    for batch in track(loader, len(loader), f"features of {len(dataset)} clips", log):
         batch = {k: v.to(device) for k, v in batch.items()}
         f = encode(model, batch, features).float()
         out["features"].append((f if f.ndim == 3 else f[:, None]).cpu())

@@ -63,6 +63,7 @@ from typing import Any, Iterator
 
 from ..objectstore import allow_plain_http
 from ...interrupts import STOP_SIGNALS, Stopped, children_ignore_stop_signals, raise_on_stop_signals
+from ...progress import Progress
 from .common import KINDS, PREPARE_VERSION, SKIPPED, STOP_FLAG, SUMMARY, PrepareError, parse_bytes
 from .listers import (
     _apply_parent_checks,
@@ -97,8 +98,10 @@ def _environ(**values: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stop_after_current_inputs(work: Path, console: Any) -> Iterator[dict[str, Any]]:
-    """A stop signal (to this process or to the whole job) lets the workers finish their inputs, then stops.
+def _supervise_workers(work: Path, console: Any, total: int, progress: bool) -> Iterator[dict[str, Any]]:
+    """Progress of the workers (inputs finished in ``work/done``), and stop signals handled in order.
+
+    A stop signal (to this process or to the whole job) lets the workers finish their inputs, then stops.
 
     The stop signals are blocked in this process and its workers (which therefore
     never die half-way through an input); a watcher thread takes them with
@@ -110,13 +113,16 @@ def _stop_after_current_inputs(work: Path, console: Any) -> Iterator[dict[str, A
     flag = work / STOP_FLAG
     flag.unlink(missing_ok=True)
     state: dict[str, Any] = {"signal": None}
-    if not hasattr(signal, "sigtimedwait") or threading.current_thread() is not threading.main_thread():
-        yield state
-        return
     finished = threading.Event()
+    bar = Progress("prepare: inputs done", total, enabled=progress)
+    can_wait = hasattr(signal, "sigtimedwait") and threading.current_thread() is threading.main_thread()
 
     def watch() -> None:
         while not finished.is_set():
+            bar.update(sum(1 for _ in (work / "done").glob("*.json")))
+            if not can_wait:
+                time.sleep(0.2)
+                continue
             got = signal.sigtimedwait(STOP_SIGNALS, 0.2)
             if got is None:
                 continue
@@ -131,14 +137,15 @@ def _stop_after_current_inputs(work: Path, console: Any) -> Iterator[dict[str, A
             console.print(f"received {name}: the workers finish the inputs they hold, then prepare stops "
                           "(rerun the same command to continue; a second signal aborts at once)", markup=False)
 
-    with children_ignore_stop_signals():
-        watcher = threading.Thread(target=watch, name="prepare-stop-signals", daemon=True)
+    with children_ignore_stop_signals() if can_wait else contextlib.nullcontext(), bar:
+        watcher = threading.Thread(target=watch, name="prepare-workers", daemon=True)
         watcher.start()
         try:
             yield state
         finally:
             finished.set()
             watcher.join()
+            bar.update(sum(1 for _ in (work / "done").glob("*.json")))
             flag.unlink(missing_ok=True)
 
 
@@ -160,6 +167,7 @@ def prepare(
     workers: int = 1,
     chunk_bytes: int | str = "64MB",
     require_captions: bool = False,
+    require_video: bool = False,
     min_duration: float = 1.0,
     transcode: int | None = None,
     source: str | None = None,
@@ -177,6 +185,8 @@ def prepare(
     - ``chunk_bytes``: shard size, e.g. ``"64MB"`` (decimal units, as litdata's).
     - ``transcode``: None stores the original bytes; an even N re-encodes to MP4
       (H.264, short side N, a keyframe every second; AAC audio).
+    - ``require_video``: skip inputs without a video stream (pretraining needs video; AudioSet keeps its
+      audio-only clips by default, for audio fine-tuning). Manifests and HowTo100M always need video.
     - ``force``: rebuild even when the output is up to date.
     Raises ``ValueError`` for bad arguments, ``FileExistsError`` when a local ``out``
     holds files prepare did not write, ``PrepareError`` when no input is usable or a
@@ -209,6 +219,8 @@ def prepare(
         "chunk_bytes": chunk, "require_captions": bool(require_captions), "min_duration": float(min_duration),
         "transcode": int(transcode) if transcode is not None else None, "source": source,
     }
+    if require_video:  # only when set, so that the datasets prepared without it keep their fingerprint
+        args["require_video"] = True
 
     # 1. list the inputs, cheap checks in the parent
     if kind == "manifest":
@@ -216,7 +228,7 @@ def prepare(
     elif kind == "howto100m":
         entries = _list_howto100m(Path(videos), Path(captions))
     else:
-        entries = _list_audioset(Path(videos), Path(segments))
+        entries = _list_audioset(Path(videos), Path(segments), need_video=bool(require_video))
     _apply_parent_checks(entries, require_captions)
     todo = [e for e in entries if not e["skip"]]
 
@@ -285,7 +297,7 @@ def prepare(
         import litdata
 
         try:
-            with _stop_after_current_inputs(work, console) as stop, \
+            with _supervise_workers(work, console, len(todo), progress) as stop, \
                     _environ(DATA_OPTIMIZER_CACHE_FOLDER=str(work / "cache" / "chunks"),
                              DATA_OPTIMIZER_DATA_CACHE_FOLDER=str(work / "cache" / "data")):
                 litdata.optimize(
@@ -295,7 +307,7 @@ def prepare(
                     chunk_bytes=chunk,
                     num_workers=n_workers,
                     mode="overwrite",
-                    verbose=progress,
+                    verbose=False,  # its own progress and notices; ours counts the finished inputs
                     start_method=start_method or _default_start_method(),
                 )
         finally:
@@ -374,6 +386,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all CPUs)")
     common.add_argument("--chunk-bytes", default="64MB", help="shard size (default: 64MB)")
     common.add_argument("--require-captions", action="store_true", help="skip clips without a usable caption")
+    common.add_argument("--require-video", action="store_true",
+                        help="skip inputs without a video stream (for pretraining; AudioSet keeps audio-only clips "
+                             "by default)")
     common.add_argument("--min-duration", type=float, default=1.0, help="skip shorter clips (seconds, default 1.0)")
     common.add_argument("--transcode", type=int, default=None, metavar="SHORT_SIDE",
                         help="re-encode to H.264 (short side SHORT_SIDE, a keyframe per second) + AAC; "
@@ -401,7 +416,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return prepare(
                 a.kind, a.out, manifest=getattr(a, "manifest", None), videos=getattr(a, "videos", None),
                 captions=getattr(a, "captions", None), segments=getattr(a, "segments", None), workers=a.workers,
-                chunk_bytes=a.chunk_bytes, require_captions=a.require_captions, min_duration=a.min_duration,
+                chunk_bytes=a.chunk_bytes, require_captions=a.require_captions, require_video=a.require_video,
+                min_duration=a.min_duration,
                 transcode=a.transcode, source=a.source, progress=not a.no_progress, start_method=a.start_method,
                 force=a.force,
             )

@@ -105,7 +105,7 @@ def _list_howto100m(videos: Path, captions_file: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _list_audioset(videos: Path, segments: Path) -> list[dict[str, Any]]:
+def _list_audioset(videos: Path, segments: Path, need_video: bool = False) -> list[dict[str, Any]]:
     if not segments.is_file():
         raise FileNotFoundError(f"segments file {segments} does not exist")
     files = index_media_folder(videos, VIDEO_EXTS + AUDIO_EXTS)
@@ -130,7 +130,7 @@ def _list_audioset(videos: Path, segments: Path) -> list[dict[str, Any]]:
             continue
         claimed[str(paths[0])] = clip_id
         entries.append(_entry(len(entries), name, clip_id, paths[0], where=where,
-                              labels={"audioset": list(seg.labels)}, need_video=False))
+                              labels={"audioset": list(seg.labels)}, need_video=need_video))
         for extra in paths[1:]:
             if str(extra) not in claimed:
                 claimed[str(extra)] = clip_id

@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 
+from ...interrupts import obey_parent_only
 from ..media import MediaError, media_name, open_media, probe_duration, read_clip, real_stream
 from .common import (
     _DECODE_CHECK_PACKETS,
@@ -200,6 +201,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+_SIGNALS_SET = False  # per worker process
+
+
 def _process(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
     """litdata's ``fn``: one sample, or None (litdata writes nothing) for a skipped input.
 
@@ -209,6 +213,10 @@ def _process(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
     a rerun after an interruption re-emits it without probing or transcoding again.
     An input whose worker died on ``MAX_ATTEMPTS`` earlier attempts is skipped.
     """
+    global _SIGNALS_SET
+    if not _SIGNALS_SET:  # this worker was started with the stop signals blocked: its parent may still end it
+        obey_parent_only()
+        _SIGNALS_SET = True
     if (Path(cfg["work_dir"]) / STOP_FLAG).exists():
         return None  # a stop signal: take no new input (no record, so the rerun does it)
     item = json.loads(item_json)

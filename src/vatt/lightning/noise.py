@@ -1,0 +1,31 @@
+"""Third-party messages that every run would print and no user can act on, each silenced by its exact text.
+
+Not a blanket filter: every entry names the one message, where it comes from and
+why it is noise here. Anything else Lightning, litdata or PyTorch say still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def silence_known_noise() -> None:
+    """Install the filters (idempotent)."""
+    # Lightning 2.6's CombinedLoader builds a LeafSpec, which PyTorch 2.14 deprecates (Lightning's code, not ours)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # Lightning's caution for any IterableDataset with a length; litdata's datasets split their data over workers
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # Lightning's advertisement for its cloud logger, printed by every Trainer
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropMessage) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropMessage("💡 Tip: For seamless cloud logging"))
