@@ -17,9 +17,9 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 _SP := @vatt-space@
 _reverse = $(if $(1),$(call _reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
 _quote = '$(subst ','"'"',$(subst \\,\,$(subst $$$$,$$,$(subst $(_SP), ,$(1)))))'
-ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=% run=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
+ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=% run=% vocab=% classes=% list=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
 
-.PHONY: help install test train sweep eval export report data-demo shards tensorboard flops bench bench-data clean
+.PHONY: help install test train sweep eval export convert report data-demo shards tensorboard flops bench bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ eval: install ## downstream evaluation, e.g. make eval task=linear_probe data=uc
 export: install ## write a checkpoint's model for downstream use: make export ckpt=PATH out=PATH.safetensors
 	@test -n "$(ckpt)" -a -n "$(out)" || { echo "usage: make export ckpt=PATH out=PATH.safetensors"; exit 2; }
 	$(PY) -m vatt.export --ckpt "$(ckpt)" --out "$(out)"
+
+convert: install ## the authors' TF checkpoint in PyTorch: make convert ckpt=PREFIX out=FILE.safetensors|FOLDER [vocab=howto100m_en.txt] [list=1]
+	@test -n "$(ckpt)" -a \( -n "$(out)" -o -n "$(list)" \) || { echo "usage: make convert ckpt=PATH out=PATH [vocab=FILE] [classes=FILE] [list=1]"; exit 2; }
+	$(PY) -m vatt.convert --ckpt "$(ckpt)" $(if $(out),--out "$(out)") $(if $(vocab),--vocab "$(vocab)") $(if $(classes),--classes "$(classes)") $(if $(list),--list)
 
 data-demo: install ## generate the built-in demo dataset into data/demo/ (skipped when it is there)
 	$(PY) -m vatt.data.demo --out data/demo

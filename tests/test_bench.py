@@ -21,8 +21,9 @@ def _finite(*xs: float) -> bool:
 def test_quick_bench_writes_every_section_with_finite_ratios(tmp_path, demo_root, capsys):
     results = run(tmp_path / "bench", quick=True, demo_root=demo_root)
     err = capsys.readouterr().err  # a line before and after every section: nothing is silent for minutes
-    for i, section in enumerate(("steps", "compile", "checkpointing", "profile", "data", "demo"), 1):
-        assert f"bench [{i}/6] {section} ..." in err and f"bench [{i}/6] {section}: done in " in err
+    for i, section in enumerate(("steps", "compile", "checkpointing", "profile", "data", "demo", "convert"), 1):
+        assert f"bench [{i}/7] {section} ..." in err and f"bench [{i}/7] {section}: done in " in err
+    assert saved["convert"]["model"] == "tiny" and saved["convert"]["peak_rss_mb"] > 0
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["torch"] == torch.__version__
     assert _finite(saved["gemm_flops_per_s"])

@@ -223,3 +223,43 @@ def test_demo_probe_without_a_demo_folder_switches_itself_off(caplog):
         probe.on_validation_end(trainer, None)
         probe.on_validation_end(trainer, None)
     assert caplog.text.count("demo probe switched off: data.path names no demo folder") == 1
+
+
+def _constant_classifier(path: Path, classes: list[str], pick: str):
+    """A tiny video classifier that always answers ``pick`` (zero weights, a bias on that class)."""
+    from vatt.models.vatt import build_tower_classifier
+    from vatt.pretrained import config_of, save_classifier
+
+    model = build_tower_classifier(config_of("tiny"), "video", len(classes))
+    with torch.no_grad():
+        model.head.linear.weight.zero_()
+        model.head.linear.bias.copy_(torch.tensor([5.0 if c == pick else 0.0 for c in classes]))
+    return save_classifier(model, path, classes=classes)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_classifier_is_tested_on_every_view_by_make_eval(user_dir):
+    from vatt.data.downstream import list_dataset
+
+    listing = list_dataset("demo", user_dir / "data" / "demo", label="colour")
+    labels = [listing.classes[i.label] for i in listing.splits[0].test]
+    pick = max(set(labels), key=labels.count)
+    # its classes in another order than the dataset's: matched by name
+    path = _constant_classifier(user_dir / "colour.safetensors", listing.classes[::-1], pick)
+    run_module("vatt.eval", ["task=classifier", "data=demo", "data.generate_demo=false", f"pretrained={path}",
+                             "classifier.num_windows=2", "classifier.num_crops=1"], user_dir)
+    metrics = json.loads((only_run(user_dir, "eval") / "metrics.json").read_text())
+    assert metrics["test/top1"] == pytest.approx(labels.count(pick) / len(labels))  # always `pick`, exactly
+    assert metrics["num_test"] == len(labels) == 8 and metrics["num_skipped"] == 0
+
+
+def test_fine_tuning_can_start_from_a_converted_classifier(tmp_path):
+    from vatt.errors import UserError
+    from vatt.lightning.finetune import VATTFinetuneModule
+
+    path = _constant_classifier(tmp_path / "c.safetensors", ["a", "b", "c"], "b")
+    module = VATTFinetuneModule(num_classes=3, pretrained=str(path), name="tiny",
+                                input={"num_frames": 8, "fps": 10, "image_size": 64, "sample_rate": 16000})
+    assert module.head.linear.bias.tolist() == [0.0, 5.0, 0.0]  # the head comes with the tower
+    with pytest.raises(UserError, match="a video classifier with 3 classes; this data has 4 video classes"):
+        VATTFinetuneModule(num_classes=4, pretrained=str(path), name="tiny")

@@ -72,10 +72,33 @@ def test_resize_table_matches_hand_computed_linear_interpolation():
     table = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
     # half-pixel centres: output i samples input position (i + 0.5) * 4/8 - 0.5, clamped to [0, 3]
     expected = [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]
-    assert resize_table(table, 8)[:, 0].tolist() == pytest.approx(expected)
+    assert resize_table(table, 8, "linear")[:, 0].tolist() == pytest.approx(expected)
     # downsampling 4 -> 2: positions 0.5 and 2.5
-    assert resize_table(table, 2)[:, 0].tolist() == pytest.approx([0.5, 2.5])
+    assert resize_table(table, 2, "linear")[:, 0].tolist() == pytest.approx([0.5, 2.5])
     assert resize_table(table, 4) is table
+
+
+def test_resize_table_by_default_is_the_authors_cubic_spline():
+    """Rows at j/n, read at i/m: the natural cubic spline through them, linear past the last row."""
+    from scipy.interpolate import CubicSpline
+
+    torch.manual_seed(0)
+    table = torch.randn(8, 3)
+    assert torch.allclose(resize_table(table, 4), table[[0, 2, 4, 6]], atol=1e-6)  # shrinking keeps rows 0, 2, 4, 6
+    assert torch.allclose(resize_table(table, 16)[::2], table, atol=1e-6)  # the curve passes through every row
+    grown = resize_table(table, 11).numpy()
+    knots, queries = torch.arange(8).numpy() / 8, torch.arange(11).numpy() / 11
+    inside = queries <= knots[-1]
+    natural = CubicSpline(knots, table.numpy(), bc_type="natural")(queries[inside])
+    assert abs(grown[inside] - natural).max() < 1e-5
+    last, slope = natural[-1], CubicSpline(knots, table.numpy(), bc_type="natural")(knots[-1], 1)
+    beyond = queries[~inside]
+    assert abs(grown[~inside] - (table[-1].numpy() + slope * (beyond[:, None] - knots[-1]))).max() < 1e-5
+    table.requires_grad_(True)
+    resize_table(table, 11).sum().backward()
+    assert table.grad is not None and torch.isfinite(table.grad).all()  # fine-tuning at another size trains it
+    with pytest.raises(ValueError, match="position_resize='cubic'"):
+        resize_table(table, 5, "cubic")
 
 
 def test_video_positions_add_layernormed_sum_of_three_tables():

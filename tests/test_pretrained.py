@@ -97,8 +97,11 @@ def test_mismatches_name_the_tensors(tmp_path):
         vatt.load_pretrained(tmp_path / "n.safetensors")
     with pytest.raises(TypeError, match="unknown override"):
         vatt.load_pretrained(path, frames=3)
-    with pytest.raises(ValueError, match=r"\.ckpt\) or an exported file \(\.safetensors\)"):
+    (tmp_path / "m.pt").write_bytes(b"weights of another kind")
+    with pytest.raises(ValueError, match=r"\.ckpt\), an exported file \(\.safetensors\), a model folder"):
         vatt.load_pretrained(tmp_path / "m.pt")
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        vatt.load_pretrained(tmp_path / "nowhere.safetensors")
 
 
 def test_encoders_give_features_or_common_space_embeddings():
@@ -140,3 +143,47 @@ def test_exports_get_the_mode_of_any_new_file(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not safetensors' private 0600
+
+
+@pytest.mark.parametrize("name", ["tiny", "ma_tiny"])
+def test_a_model_folder_round_trips_with_config_vocabulary_and_card(tmp_path, name):
+    torch.manual_seed(0)
+    model = vatt.create_model(name, vocab_size=4)
+    folder = save_pretrained(model, tmp_path / "vatt_tiny", vocab=["[PAD]", "[UNK]", "stir", "pot"])
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "vocab.txt"]
+    loaded = vatt.load_pretrained(folder)
+    assert loaded.config == model.config and loaded.vocab == ["[PAD]", "[UNK]", "stir", "pot"]
+    assert loaded.punctuation == "remove"
+    _same_outputs(model, loaded)
+    with pytest.raises(ValueError, match="a .safetensors file or a folder"):
+        save_pretrained(model, tmp_path / "model.pt")
+
+
+def test_weights_from_before_the_text_norm_had_an_offset_still_load(tmp_path):
+    """A pretraining checkpoint whose settings do not name t5_mlp_norm and whose text norm has no bias."""
+    torch.manual_seed(0)
+    old = vatt.create_model("tiny", vocab_size=5, t5_mlp_norm="layer_nobias")
+    hp = {"name": "tiny", "droptoken": 0.5, "vocab_size": 5,
+          "input": {"num_frames": 8, "fps": 10, "image_size": 64, "sample_rate": 16000, "max_words": 16}}
+    torch.save({"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in old.state_dict().items()}},
+               tmp_path / "old.ckpt")
+    loaded = vatt.load_pretrained(tmp_path / "old.ckpt")
+    assert loaded.config.t5_mlp_norm == "layer_nobias"
+    _same_outputs(old, loaded)
+
+
+def test_a_classifier_round_trips_and_resizes_its_positions(tmp_path):
+    from vatt.models.vatt import build_tower_classifier
+    from vatt.pretrained import config_of, save_classifier
+
+    torch.manual_seed(0)
+    model = build_tower_classifier(config_of("tiny"), "video", 3)
+    path = save_classifier(model, tmp_path / "c.safetensors", classes=["red", "green", "blue"])
+    loaded = vatt.load_classifier(path)
+    assert (loaded.modality, loaded.num_classes, loaded.classes) == ("video", 3, ["red", "green", "blue"])
+    clips = torch.rand(2, 3, 8, 64, 64) * 2 - 1
+    assert torch.equal(model.eval()(clips), loaded(clips))
+    bigger = vatt.load_classifier(path, image_size=96)  # 6 x 6 patches from a 4 x 4 table: resampled
+    assert bigger(torch.rand(1, 3, 8, 96, 96)).shape == (1, 3)
+    with pytest.raises(ValueError, match="2 class names for a head with 3 classes"):
+        save_classifier(model, tmp_path / "d.safetensors", classes=["a", "b"])

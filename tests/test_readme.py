@@ -365,6 +365,18 @@ def check_export(cmd: str, root: Path) -> None:
     assert model.vocab is not None and len(model.vocab) == model.config.vocab_size
 
 
+def check_convert(cmd: str, root: Path) -> None:
+    """``make convert ckpt=<the committed TF fixture> list=1 | out=<folder>``."""
+    import vatt
+
+    proc = run(cmd, root)
+    if "list=1" in cmd:
+        assert "->  video.transformer.blocks.0.attn.qkv.weight" in proc.stdout and "UNUSED" not in proc.stdout
+        return
+    out = root / cmd.split("out=")[1].split()[0]
+    assert (out / "README.md").is_file() and vatt.load_pretrained(out).config.video_size["dim"] == 64
+
+
 def check_this_suite(cmd: str, root: Path) -> None:
     pytest.skip("`make test` is this suite")
 
@@ -393,6 +405,8 @@ def kind(cmd: str):
         return check_eval
     if cmd.startswith("make export "):
         return check_export
+    if cmd.startswith("make convert "):
+        return check_convert
     if cmd.startswith("make train"):
         return check_train
     return None

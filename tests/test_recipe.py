@@ -132,19 +132,52 @@ def test_sync_batchnorm_whenever_several_gpus_train_and_a_reason_on_cpu(tmp_path
 # --------------------------------------------------------------------------- layer details
 
 
-def test_t5_feed_forward_norm_is_a_bias_free_layernorm_that_subtracts_the_mean():
+def test_t5_feed_forward_norm_is_a_layernorm_with_scale_and_offset_as_in_the_authors_code():
     model = create_model("tiny")
     block = model.text.transformer.blocks[0]
-    assert isinstance(block.norm1, torch.nn.RMSNorm)
+    assert isinstance(block.norm1, torch.nn.RMSNorm)  # before attention: T5's RMS norm
     norm = block.norm2
-    assert isinstance(norm, torch.nn.LayerNorm) and norm.bias is None and norm.eps == 1e-6
+    assert isinstance(norm, torch.nn.LayerNorm) and norm.bias is not None and norm.eps == 1e-6
     with torch.no_grad():
         norm.weight.copy_(torch.linspace(0.5, 1.5, 128))
+        norm.bias.copy_(torch.linspace(-1, 1, 128))
     x = torch.randn(3, 128) + 5.0
-    by_hand = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-6) * norm.weight
-    assert torch.allclose(norm(x), by_hand, atol=1e-5)
+    by_hand = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-6)
+    assert torch.allclose(norm(x), by_hand * norm.weight + norm.bias, atol=1e-5)
+    no_offset = create_model("tiny", t5_mlp_norm="layer_nobias").text.transformer.blocks[0].norm2
+    assert isinstance(no_offset, torch.nn.LayerNorm) and no_offset.bias is None  # the earlier default, a switch
     plain = create_model("tiny", t5_mlp_norm="rms").text.transformer.blocks[0].norm2
     assert isinstance(plain, torch.nn.RMSNorm)
+
+
+def test_the_authors_word_vector_pickle_loads_by_word_id_and_refuses_code(tmp_path):
+    import os
+    import pickle
+
+    import numpy as np
+
+    from vatt.models.word_vectors import read_word_vectors
+
+    table = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    words = ["[PAD]", "[UNK]", "cut", "onion", "pan"]
+    for protocol in (2, 4):  # numpy's layout differs between pickle protocols
+        with open(tmp_path / "word2vec.pkl", "wb") as f:
+            pickle.dump({"word_embeddings": table, "note": "rows = ids"}, f, protocol=protocol)
+        vectors, dim = read_word_vectors(tmp_path / "word2vec.pkl", words)
+        assert dim == 4 and np.array_equal(vectors["onion"], table[3])
+    model = create_model("tiny", vocab_size=5, word_dim=4, word_vectors=str(tmp_path / "word2vec.pkl"), vocab=words)
+    assert torch.equal(model.text.embed.weight[1:], torch.from_numpy(table[1:])) and not model.text.embed.weight[0].any()
+    with pytest.raises(ValueError, match="5 rows, one per word id.*data.vocab"):
+        read_word_vectors(tmp_path / "word2vec.pkl", words[:3])
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo this must not run",))
+
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"word_embeddings": Payload()}, f)
+    with pytest.raises(ValueError, match="refusing to load posix.system: word vectors are arrays, not code"):
+        read_word_vectors(tmp_path / "evil.pkl", words)
 
 
 def test_video_and_audio_encoders_drop_out_after_the_final_layernorm():

@@ -40,3 +40,38 @@ def test_save_and_reload_and_word_list_files(tmp_path):
     assert listed(["blue square moves"], 4).tolist() == [[2, 3, 1, 0]]
     with pytest.raises(FileNotFoundError, match="data.vocab"):
         WordTokenizer.from_file(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("caption, words", [
+    ("Don't cut the X-ray, please!", ["dont", "cut", "the", "xray", "please"]),  # the authors' rule: deleted
+    ("add 1/2 cup (about 100g) of sugar...", ["add", "12", "cup", "about", "100g", "of", "sugar"]),
+    ("  tabs\tand   spaces ", ["tabs", "and", "spaces"]),
+])
+def test_captions_lose_their_punctuation_as_in_the_authors_tokenizer(caption, words):
+    tok = WordTokenizer.from_words(words)
+    assert tok.punctuation == "remove"
+    v = tok.tokenizer.get_vocab()
+    assert tok([caption], 8)[0, : len(words)].tolist() == [v[w] for w in words]
+
+
+def test_the_earlier_split_rule_is_a_switch_and_a_saved_tokenizer_keeps_its_rule(tmp_path):
+    split = WordTokenizer.build(["Don't cut the X-ray"], punctuation="split")
+    assert set(split.words[2:]) == {"don't", "cut", "the", "x", "ray"} and split.punctuation == "split"
+    split.save(tmp_path / "tokenizer.json")
+    assert WordTokenizer.from_file(tmp_path / "tokenizer.json").punctuation == "split"
+    with pytest.raises(ValueError, match="data.punctuation='keep'"):
+        WordTokenizer.build(["a"], punctuation="keep")
+
+
+def test_the_authors_numbered_vocabulary_file(tmp_path):
+    """howto100m_en.txt: "<id> <word>" per line; <pad> = 0 (the model pads with 0), <unk> keeps its id."""
+    (tmp_path / "howto100m_en.txt").write_text("2 <eos>\n0 <pad>\n1 <bos>\n3 <unk>\n4 onion\n5 stir\n")
+    tok = WordTokenizer.from_file(tmp_path / "howto100m_en.txt")
+    assert tok.words == ["[PAD]", "<bos>", "<eos>", "[UNK]", "onion", "stir"]
+    assert tok(["Stir the onion!"], 4).tolist() == [[5, 3, 4, 0]]
+    (tmp_path / "gap.txt").write_text("0 <pad>\n2 onion\n")
+    with pytest.raises(ValueError, match="gaps; ids must run 0..1"):
+        WordTokenizer.from_file(tmp_path / "gap.txt")
+    (tmp_path / "nopad.txt").write_text("0 onion\n1 <pad>\n")
+    with pytest.raises(ValueError, match="gives id 0 to 'onion'.*padding token"):
+        WordTokenizer.from_file(tmp_path / "nopad.txt")

@@ -6,7 +6,9 @@ imported from here.
 """
 
 from .models import count_parameters, create_model, list_models
-from .pretrained import load_pretrained, save_pretrained
+from .pretrained import load_classifier, load_pretrained, save_classifier, save_pretrained
+from .zoo import list_pretrained
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "count_parameters", "load_pretrained", "save_pretrained", "__version__"]
+__all__ = ["create_model", "list_models", "count_parameters", "load_pretrained", "save_pretrained", "load_classifier",
+           "save_classifier", "list_pretrained", "__version__"]

@@ -355,6 +355,39 @@ def demo_report(quick: bool = False, root: str | Path | None = None, steps: int 
 # --------------------------------------------------------------------------- report
 
 
+def convert_report(quick: bool = False) -> dict[str, Any]:
+    """Convert a full-size checkpoint in the authors' layout (random values): time and peak memory, in a fresh process.
+
+    ``make bench`` writes BBS (193.9M parameters + the 2^16 x 300 word table, ~0.85 GB)
+    as the authors' release stores it, then runs ``vatt.convert`` on it; ``--quick``:
+    the tiny model.
+    """
+    import numpy as np
+
+    from vatt.convert import write_bundle
+    from vatt.convert.tf_vatt import release_layout
+    from vatt.models.vatt import build_vatt
+    from vatt.pretrained import config_of
+
+    name = "tiny" if quick else "bbs"
+    cfg = config_of(name)
+    with torch.device("meta"):
+        layout = release_layout(build_vatt(cfg), cfg)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = Path(tmp) / "ckpt-500000"
+        t0 = time.perf_counter()
+        write_bundle(prefix, ((k, rng.standard_normal(shape, dtype=np.float32) * 0.02) for k, shape in layout.items()))
+        written = time.perf_counter() - t0
+        size = prefix.with_name(prefix.name + ".data-00000-of-00001").stat().st_size
+        code = ("import json, sys\nfrom vatt.convert import convert\n"
+                f"print(json.dumps(convert({str(prefix)!r}, {str(Path(tmp) / 'out.safetensors')!r})))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+    return {"model": name, "checkpoint_mb": round(size / 1e6, 1), "tensors": len(layout),
+            "write_seconds": round(written, 1), "seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"]}
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}"
@@ -389,11 +422,15 @@ def markdown(results: dict[str, Any]) -> str:
         d = results["demo"]
         lines += ["", f"demo training: {d['samples_per_s']:.1f} samples/s; the loop waits for data "
                       f"{100 * d['data_wait_fraction']:.0f} % of the step time"]
+    if results.get("convert"):
+        c = results["convert"]
+        lines += ["", f"conversion of a {c['model']} checkpoint in the authors' layout ({c['checkpoint_mb']} MB, "
+                      f"{c['tensors']} tensors): {c['seconds']} s, peak memory {c['peak_rss_mb']} MB"]
     return "\n".join(lines) + "\n"
 
 
 def run(out_dir: str | Path = "bench", quick: bool = False, sections: tuple[str, ...] = ("steps", "compile",
-        "checkpointing", "profile", "data", "demo"), demo_root: str | Path | None = None) -> dict[str, Any]:
+        "checkpointing", "profile", "data", "demo", "convert"), demo_root: str | Path | None = None) -> dict[str, Any]:
     """Run the benchmarks, write ``results.json`` / ``results.md`` into ``out_dir`` and return the results."""
     from vatt.data.bench import data_report
 
@@ -425,6 +462,7 @@ def run(out_dir: str | Path = "bench", quick: bool = False, sections: tuple[str,
                             **profile_report(name, ("video",), 1, **paper)},
         "data": lambda: data_report(quick),
         "demo": lambda: demo_report(quick, demo_root),
+        "convert": lambda: convert_report(quick),
     }
     chosen = [s for s in jobs if s in sections]
     for i, section in enumerate(chosen, 1):
@@ -443,12 +481,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench", help="folder for results.json and results.md (default: bench)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
-    parser.add_argument("--only", nargs="*", default=None, help="sections: steps compile checkpointing profile data demo")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="sections: steps compile checkpointing profile data demo convert")
     parser.add_argument("--gpu", action="store_true", help="the GPU benchmarks (bench/gpu.sh), then the data section")
     args = parser.parse_args(argv)
     if args.gpu:
         return gpu_main(Path(args.out))
-    sections = tuple(args.only) if args.only else ("steps", "compile", "checkpointing", "profile", "data", "demo")
+    sections = tuple(args.only) if args.only else ("steps", "compile", "checkpointing", "profile", "data", "demo",
+                                                   "convert")
     results = run(args.out, args.quick, sections)
     print(markdown(results))
     return results

@@ -100,6 +100,8 @@ EVAL = {
     "probe.num_windows": POS_INT,
     "probe.num_crops": POS_INT,
     "retrieval.num_windows": POS_INT,
+    "classifier.num_windows": POS_INT,
+    "classifier.num_crops": POS_INT,
 }
 
 

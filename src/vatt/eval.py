@@ -4,7 +4,9 @@ Tasks (``configs/eval/task``):
 - ``linear_probe``: frozen features, a logistic-regression classifier per official
   split/fold, video-level top-1/top-5, and their mean (``vatt.tasks.linear_probe``);
 - ``retrieval``: zero-shot text <-> video retrieval in the video-text space
-  (``vatt.tasks.retrieval``).
+  (``vatt.tasks.retrieval``);
+- ``classifier``: a fine-tuned classifier (``make convert`` writes the authors') on
+  every view of the test videos, logits averaged per video.
 ``pretrained`` is a pretraining checkpoint (``.ckpt``) or an export
 (``.safetensors``); ``pretrained=null`` builds the same model with random weights
 (the baseline to beat). Each run writes its config, TensorBoard events and a flat
@@ -23,17 +25,18 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from vatt.config import check_eval_config
 from vatt.data.clip import ClipConfig
 from vatt.data.downstream import Listing, list_dataset
 from vatt.data.labeled import LabeledClipDataset
-from vatt.data.loading import default_num_workers
+from vatt.data.loading import DataLoader, default_num_workers
 from vatt.data.tokenizer import WordTokenizer
-from vatt.config import check_eval_config
-from vatt.errors import reported
+from vatt.errors import UserError, reported
 from vatt.interrupts import Stopped, raise_on_stop_signals
-from vatt.metrics import save_metrics_json
+from vatt.metrics import average_views, classification_metrics, save_metrics_json
 from vatt.models import VATT, create_model
-from vatt.pretrained import clip_geometry, load_pretrained
+from vatt.progress import track
+from vatt.pretrained import clip_geometry, load_classifier, load_pretrained
 from vatt.runs import register_resolvers
 from vatt.tasks import features as feats
 from vatt.tasks.linear_probe import chance_top1, linear_probe
@@ -149,12 +152,70 @@ def run_retrieval(cfg: DictConfig, model: VATT, listing: Listing, tokenizer: Wor
     return metrics
 
 
+def _name_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def class_order(model_classes: list[str] | None, listing: Listing) -> list[int] | None:
+    """For each class of the dataset (its index order), the classifier's index of the same class; None: the same order.
+
+    Names are compared without case, spaces, underscores or punctuation. Without names
+    in the classifier its class *i* is taken as the dataset's class *i*.
+    """
+    if model_classes is None:
+        log.warning("the classifier carries no class names: its class i is taken as %s's class i (%s, ...); convert "
+                    "it with --classes <names file> when its order may differ", listing.name, listing.classes[:3])
+        return None
+    own = {_name_key(c): i for i, c in enumerate(model_classes)}
+    missing = [c for c in listing.classes if _name_key(c) not in own]
+    if missing:
+        raise UserError(f"the classifier's classes do not include {len(missing)} of {listing.name}'s, e.g. {missing[:3]}")
+    order = [own[_name_key(c)] for c in listing.classes]
+    return None if order == list(range(len(order))) else order
+
+
+def run_classifier(cfg: DictConfig, listing: Listing) -> dict[str, float]:
+    """A fine-tuned classifier on every view of the test videos, logits averaged per video (the authors' protocol)."""
+    if not cfg.pretrained:
+        raise UserError("task=classifier tests a fine-tuned classifier: give pretrained=<file or folder> (make convert "
+                        "writes the authors' Kinetics / Moments-in-Time / AudioSet classifiers)")
+    geometry = {k: v for k, v in (cfg.get("clip") or {}).items() if k in ("num_frames", "image_size")}
+    model = load_classifier(cfg.pretrained, droptoken=0.0, **geometry)
+    if model.num_classes != len(listing.classes) or model.multilabel != listing.multilabel:
+        raise UserError(f"pretrained={cfg.pretrained} has {model.num_classes} "
+                        f"{'multi-label ' if model.multilabel else ''}classes; {listing.name} has {len(listing.classes)}")
+    order = class_order(model.classes, listing)
+    split = next((s for s in listing.splits if s.name == "test"), listing.splits[-1])
+    clip, views = clip_config(model, cfg), cfg.classifier
+    crops = views.num_crops if model.modality == "video" else 1
+    ds = LabeledClipDataset(split.test, "image" if listing.modality == "image" else model.modality, clip, "views",
+                            len(listing.classes), listing.multilabel, num_windows=views.num_windows, num_crops=crops)
+    device = _device(cfg)
+    model = model.to(device)
+    loader = DataLoader(ds, batch_size=max(1, cfg.batch_size // (views.num_windows * crops)),
+                        num_workers=default_num_workers(cfg.num_workers))
+    logits, labels, valid, skipped = [], [], [], 0
+    with torch.no_grad():
+        for batch in track(loader, len(loader), f"{len(ds)} test videos x {views.num_windows * crops} views", log):
+            x = batch[model.modality].to(device)
+            b, v = x.shape[:2]
+            scores = average_views(model(x.reshape(b * v, *x.shape[2:])).float(), v).cpu()
+            logits.append(scores[:, order] if order is not None else scores)
+            labels.append(batch["label"])
+            valid.append(batch["valid"])
+            skipped += int(batch["skipped"].sum())
+    metrics = classification_metrics(torch.cat(logits), torch.cat(labels), torch.cat(valid), listing.multilabel)
+    out = {f"test/{k}": v for k, v in metrics.items() if k != "num_videos"}
+    out.update({"num_train": 0, "num_test": int(metrics["num_videos"]), "num_skipped": skipped})
+    return out
+
+
 def model_tokenizer(model: VATT) -> WordTokenizer:
     """The words a pretrained model's word table was trained with (index = word id)."""
     if model.vocab is None:
         raise ValueError(f"{model.config} came without its caption vocabulary; export the checkpoint with "
                          "`make export` next to its tokenizer.json, or evaluate the .ckpt where it was trained")
-    return WordTokenizer.from_vocab(model.vocab)
+    return WordTokenizer.from_vocab(model.vocab, getattr(model, "punctuation", "remove"))
 
 
 def caption_tokenizer(listing: Listing) -> WordTokenizer:
@@ -179,12 +240,14 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     listing = get_listing(cfg)
     if cfg.protocol == "linear_probe":
         metrics = run_linear_probe(cfg, build_model(cfg), listing)
+    elif cfg.protocol == "classifier":
+        metrics = run_classifier(cfg, listing)
     elif cfg.protocol == "retrieval":
         own_words = None if cfg.pretrained else caption_tokenizer(listing)
         model = build_model(cfg, own_words.vocab_size if own_words else None)
         metrics = run_retrieval(cfg, model, listing, own_words or model_tokenizer(model))
     else:
-        raise ValueError(f"protocol={cfg.protocol!r}: choose task=linear_probe or task=retrieval")
+        raise UserError(f"protocol={cfg.protocol!r}: choose task=linear_probe, task=retrieval or task=classifier")
     path = write_metrics(metrics, run_dir, cfg)
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")}
     log.info("%s on %s (%s): %s", cfg.protocol, listing.name, cfg.pretrained or f"random {cfg.model_name}", shown)

@@ -77,6 +77,23 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
 # --------------------------------------------------------------------------- multi-label
 
 
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                           multilabel: bool) -> dict[str, float]:
+    """The test metrics of a classifier over the videos that could be read.
+
+    ``logits`` ``[N, C]`` (views already averaged), ``labels`` ``[N]`` class ids or
+    ``[N, C]`` multi-hot, ``valid`` ``[N]`` bool. Single-label: ``top1``/``top5``;
+    multi-label (sigmoid of the logits): ``mAP``, ``AUC``, ``d_prime``; and ``num_videos``.
+    """
+    valid = valid.bool()
+    logits, labels = logits[valid].float(), labels[valid]
+    if multilabel:
+        metrics = multilabel_metrics(torch.sigmoid(logits), labels.float())
+    else:
+        metrics = topk_accuracy(logits, labels.long(), ks=(1, 5))
+    return {**{k: float(v) for k, v in metrics.items()}, "num_videos": float(valid.sum())}
+
+
 def multihot(labels: Sequence[Sequence[int]], num_classes: int) -> torch.Tensor:
     """``[N, C]`` float targets with 1 at each listed class of each sample (a row may be empty)."""
     rows = [i for i, ls in enumerate(labels) for _ in ls]

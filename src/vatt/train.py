@@ -78,6 +78,7 @@ def restore_from_checkpoint(cfg: DictConfig) -> dict[str, Any] | None:
     """
     ckpt = read_checkpoint(cfg.ckpt_path)  # names the file when it is truncated or corrupt
     saved, step, vocab = ckpt.get(RunConfig.KEY), ckpt.get("global_step"), ckpt.get(RunConfig.VOCAB_KEY)
+    state_keys = set(ckpt.get("state_dict", {}))
     del ckpt
     _info("resuming from %s (global step %s)", cfg.ckpt_path, step)
     if saved is None:
@@ -85,6 +86,7 @@ def restore_from_checkpoint(cfg: DictConfig) -> dict[str, Any] | None:
         return vocab
     hc = _hydra()
     lines = restore_config(cfg, saved, list(hc.overrides.task) if hc is not None else [])
+    lines += legacy_run_settings(cfg, saved, state_keys)
     if lines:
         _info("settings of the resumed run that differ from the command line's defaults or from the checkpoint:")
         for line in lines:
@@ -95,6 +97,28 @@ def restore_from_checkpoint(cfg: DictConfig) -> dict[str, Any] | None:
         # what this run really uses, beside Hydra's copy of the command line's composition
         OmegaConf.save(cfg, Path(hc.runtime.output_dir) / hc.output_subdir / "config.yaml")
     return vocab
+
+
+def legacy_run_settings(cfg: DictConfig, saved: dict[str, Any], state_keys: set[str]) -> list[str]:
+    """Settings a run saved before they were settings, with the values it ran with (in place); one line each.
+
+    The text feed-forward norm had no offset (``t5_mlp_norm=layer_nobias``) until the
+    authors' LayerNorm with one became the default, and captions were split by the
+    ``split`` punctuation rule until ``data.punctuation`` existed.
+    """
+    lines = []
+    backbone = (saved.get("model") or {}).get("backbone") or {}
+    norm = "model.text.transformer.blocks.0.norm2"
+    if "t5_mlp_norm" not in backbone and f"{norm}.weight" in state_keys and f"{norm}.bias" not in state_keys:
+        with open_dict(cfg):
+            cfg.model.backbone.t5_mlp_norm = "layer_nobias"
+        lines.append("model.backbone.t5_mlp_norm: 'layer_nobias' from the checkpoint's weights (written before the "
+                     "authors' norm with an offset was the default)")
+    data = saved.get("data") or {}
+    if data and "punctuation" not in data and "punctuation" in cfg.data:
+        cfg.data.punctuation = "split"
+        lines.append("data.punctuation: 'split', the rule of runs saved before it was a setting")
+    return lines
 
 
 def check_vocabulary(saved: dict[str, Any] | None, datamodule: Any) -> None:

@@ -153,6 +153,7 @@ class CaptionDataModule(L.LightningDataModule):
     """
 
     tokenizer: WordTokenizer | None = None
+    punctuation: str = "remove"  # how a word list splits captions (vatt.data.tokenizer); a tokenizer.json keeps its own
 
     @property
     def tokenizer_path(self) -> Path:
@@ -160,7 +161,7 @@ class CaptionDataModule(L.LightningDataModule):
 
     def load_tokenizer(self) -> WordTokenizer:
         if self.tokenizer is None:
-            self.tokenizer = WordTokenizer.from_file(self.tokenizer_path)
+            self.tokenizer = WordTokenizer.from_file(self.tokenizer_path, self.punctuation)
         return self.tokenizer
 
     @property
@@ -202,6 +203,7 @@ class PretrainDataModule(CaptionDataModule):
         max_vocab: int = 2**16,
         experiment_hint: str = "",
         seed: int = 0,
+        punctuation: str = "remove",
     ) -> None:
         super().__init__()
         del global_batch_size  # train.py derives batch_size from it
@@ -220,7 +222,7 @@ class PretrainDataModule(CaptionDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.train_manifest, self.val_manifest = train_manifest, val_manifest
-        self.vocab, self.max_vocab = vocab, max_vocab
+        self.vocab, self.max_vocab, self.punctuation = vocab, max_vocab, punctuation
         self.seed = seed
         self.tokenizer: WordTokenizer | None = None
         self.train_set: ClipDataset | None = None
@@ -238,7 +240,8 @@ class PretrainDataModule(CaptionDataModule):
             if self.vocab:
                 raise FileNotFoundError(f"data.vocab={self.vocab} does not exist")
             rows = load_manifest(self.path / self.train_manifest).rows
-            WordTokenizer.build((c.text for r in rows for c in r.captions), self.max_vocab).save(self.tokenizer_path)
+            WordTokenizer.build((c.text for r in rows for c in r.captions), self.max_vocab, self.punctuation).save(
+                self.tokenizer_path)
 
     def val_has_captions(self) -> bool:
         return any(r.captions for r in load_manifest(self.path / self.val_manifest).rows)

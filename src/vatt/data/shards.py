@@ -220,6 +220,7 @@ class ShardsDataModule(CaptionDataModule):
         experiment_hint: str = "",
         mix: str = "weighted",
         max_cache_size: str | int = "100GB",
+        punctuation: str = "remove",
     ) -> None:
         super().__init__()
         del path, val_path, global_batch_size  # shortcuts for the sources; train.py derives batch_size
@@ -246,7 +247,7 @@ class ShardsDataModule(CaptionDataModule):
         self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and self.num_workers > 0
-        self.vocab, self.max_vocab = vocab, max_vocab
+        self.vocab, self.max_vocab, self.punctuation = vocab, max_vocab, punctuation
         self.cache_dir = Path(cache_dir)
         self.seed = seed
         self.tokenizer: WordTokenizer | None = None
@@ -257,7 +258,10 @@ class ShardsDataModule(CaptionDataModule):
         for src in self.sources:
             summary = _read_summary(src["path"])
             sources.append({"path": _canonical(src["path"]), "fingerprint": (summary or {}).get("fingerprint")})
-        return {"sources": sources, "max_vocab": self.max_vocab}
+        key = {"sources": sources, "max_vocab": self.max_vocab}
+        if self.punctuation != "split":  # the rule of caches built before it was a setting
+            key["punctuation"] = self.punctuation
+        return key
 
     @property
     def tokenizer_path(self) -> Path:
@@ -292,7 +296,7 @@ class ShardsDataModule(CaptionDataModule):
             for i in range(len(ds)):
                 texts.extend(c.text for c in parse_meta(ds[i]["meta"])[0])
         path.parent.mkdir(parents=True, exist_ok=True)
-        WordTokenizer.build(texts, self.max_vocab).save(path)
+        WordTokenizer.build(texts, self.max_vocab, self.punctuation).save(path)
         record.write_text(json.dumps(self._vocab_key(), indent=1, sort_keys=True))
 
     def val_has_captions(self) -> bool | None:

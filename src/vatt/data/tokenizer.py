@@ -1,11 +1,21 @@
 """Word-level caption tokenizer (Hugging Face ``tokenizers``).
 
-VATT reads captions as words: lower-cased, punctuation stripped, at most 16 words,
-id 0 = padding; words outside the vocabulary map to the unknown-word id ([UNK], 1
-in a built vocabulary). The vocabulary is built from the training captions (capped
-at 2**16 words, most frequent first) and saved as ``tokenizer.json`` next to the
-data, or given as a ``tokenizer.json`` or a word list (one word per line, line
-order = id; the paper's fixed 2^16-word HowTo100M vocabulary is such a list).
+VATT reads captions as words, at most 16, id 0 = padding; words outside the
+vocabulary map to the unknown-word id ([UNK], 1 in a built vocabulary). How a
+caption becomes words is ``punctuation``:
+
+- ``"remove"`` (default; the authors' DMVR ``WordTokenizer``): ASCII punctuation is
+  deleted, apostrophes and hyphens included ("don't" -> "dont", "x-ray" -> "xray"),
+  the text lower-cased and split at whitespace;
+- ``"split"``: Unicode NFKC, lower-case, every character that is not a letter,
+  digit, whitespace or apostrophe becomes a space ("x-ray" -> "x", "ray"): the rule
+  of vocabularies built by earlier versions of this project (their ``tokenizer.json``
+  keeps it).
+
+The vocabulary is built from the training captions (capped at 2**16 words, most
+frequent first) and saved as ``tokenizer.json`` next to the data, or given as a
+``tokenizer.json`` or a word list: one word per line (line = id), or ``id word`` per
+line as the authors' ``howto100m_en.txt``.
 """
 
 from __future__ import annotations
@@ -22,10 +32,19 @@ PAD_MARKERS = ("[pad]", "<pad>", "pad", "<blank>")
 UNK_MARKERS = ("[unk]", "<unk>", "unk", "<oov>")
 
 
-def _pipeline(tok: Tokenizer) -> Tokenizer:
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex(r"[^\w\s']"), " ")]
-    )
+PUNCTUATION = ("remove", "split")
+_ASCII_PUNCT = r"[!-/:-@\[-`{-~]"  # RE2's [[:punct:]]: !"#$%&'()*+,-./:;<=>?@[\]^_`{|}~
+_SPLIT = r"[^\w\s']"
+
+
+def _pipeline(tok: Tokenizer, punctuation: str = "remove") -> Tokenizer:
+    if punctuation == "remove":
+        tok.normalizer = normalizers.Sequence([normalizers.Replace(Regex(_ASCII_PUNCT), ""), normalizers.Lowercase()])
+    elif punctuation == "split":
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex(_SPLIT), " ")])
+    else:
+        raise ValueError(f"data.punctuation={punctuation!r}: choose one of {PUNCTUATION}")
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return tok
 
@@ -39,31 +58,38 @@ class WordTokenizer:
             raise ValueError(f"tokenizer must map {PAD} to id 0 and contain {UNK}")
         self.unk_id = tokenizer.token_to_id(UNK)
 
+    @property
+    def punctuation(self) -> str:
+        """The rule this tokenizer splits captions with (see the module docstring)."""
+        return "split" if "NFKC" in self.tokenizer.to_str() else "remove"
+
     @classmethod
-    def build(cls, texts: Iterable[str], max_words: int = 2**16) -> WordTokenizer:
+    def build(cls, texts: Iterable[str], max_words: int = 2**16, punctuation: str = "remove") -> WordTokenizer:
         """Vocabulary of the most frequent words in ``texts`` (``max_words`` includes [PAD] and [UNK])."""
-        tok = _pipeline(Tokenizer(models.WordLevel(unk_token=UNK)))
+        tok = _pipeline(Tokenizer(models.WordLevel(unk_token=UNK)), punctuation)
         trainer = trainers.WordLevelTrainer(vocab_size=max_words, special_tokens=[PAD, UNK], show_progress=False)
         tok.train_from_iterator(texts, trainer=trainer)
         return cls(tok)
 
     @classmethod
-    def from_words(cls, words: Sequence[str]) -> WordTokenizer:
+    def from_words(cls, words: Sequence[str], punctuation: str = "remove") -> WordTokenizer:
         vocab = {PAD: 0, UNK: 1}
         for w in words:
             w = w.strip().lower()
             if w and w not in vocab:
                 vocab[w] = len(vocab)
-        return cls(_pipeline(Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))))
+        return cls(_pipeline(Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK)), punctuation))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> WordTokenizer:
-        """A saved ``tokenizer.json``, or a word list: one word per line, the line order is the id order.
+    def from_file(cls, path: str | Path, punctuation: str = "remove") -> WordTokenizer:
+        """A saved ``tokenizer.json`` (it keeps its own rule), or a word list split by ``punctuation``.
 
-        A list whose first line is a padding token (``[PAD]``, ``<pad>``, ``PAD``...)
-        is taken as it is: line *i* is id *i*, its unknown-word token (``[UNK]``,
-        ``<unk>``...) keeps its line, or is appended when it has none. A list without
-        a padding line gets ``[PAD]`` = 0 and ``[UNK]`` = 1 in front (word *i* = id *i* + 2).
+        A word list has one word per line (line *i* = id *i*), or ``<id> <word>`` per line
+        (the authors' ``howto100m_en.txt``: ids in any order, each once, from 0). A list
+        whose id 0 is a padding token (``[PAD]``, ``<pad>``, ``PAD``...) is taken as it is,
+        its unknown-word token (``[UNK]``, ``<unk>``...) keeping its id, or appended when it
+        has none; a one-word-per-line list without a padding line gets ``[PAD]`` = 0 and
+        ``[UNK]`` = 1 in front (word *i* = id *i* + 2).
         """
         path = Path(path)
         if not path.is_file():
@@ -73,8 +99,22 @@ class WordTokenizer:
         lines = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
         while lines and not lines[-1]:
             lines.pop()
+        numbered = bool(lines) and all(len(p := ln.split()) == 2 and p[0].isdigit() for ln in lines)
+        if numbered:
+            ids = {}
+            for n, line in enumerate(lines):
+                i, word = line.split()
+                if int(i) in ids:
+                    raise ValueError(f"data.vocab: {path} line {n + 1} repeats id {i}")
+                ids[int(i)] = word
+            if sorted(ids) != list(range(len(ids))):
+                raise ValueError(f"data.vocab: {path} numbers its words with gaps; ids must run 0..{len(ids) - 1}")
+            lines = [ids[i] for i in range(len(ids))]
+            if lines[0].lower() not in PAD_MARKERS:
+                raise ValueError(f"data.vocab: {path} gives id 0 to {lines[0]!r}; the model pads with id 0, so id 0 "
+                                 "must be the padding token (<pad>)")
         if not lines or lines[0].lower() not in PAD_MARKERS:
-            return cls.from_words([w for w in lines if w and w not in (PAD, UNK)])
+            return cls.from_words([w for w in lines if w and w not in (PAD, UNK)], punctuation)
         vocab: dict[str, int] = {}
         for i, word in enumerate(lines):
             key = PAD if i == 0 else UNK if word.lower() in UNK_MARKERS else word.lower()
@@ -83,15 +123,15 @@ class WordTokenizer:
                                  " a word list needs one distinct word per line (line order = word id)")
             vocab[key] = i
         vocab.setdefault(UNK, len(vocab))
-        return cls.from_vocab(sorted(vocab, key=vocab.__getitem__))
+        return cls.from_vocab(sorted(vocab, key=vocab.__getitem__), punctuation)
 
     @classmethod
-    def from_vocab(cls, words: Sequence[str]) -> WordTokenizer:
+    def from_vocab(cls, words: Sequence[str], punctuation: str = "remove") -> WordTokenizer:
         """The tokenizer whose ``words`` are exactly ``words`` (index = id; ``[PAD]`` first, ``[UNK]`` somewhere)."""
         vocab = {w: i for i, w in enumerate(words)}
         if len(vocab) != len(words):
             raise ValueError("vocabulary words must be distinct")
-        return cls(_pipeline(Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))))
+        return cls(_pipeline(Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK)), punctuation))
 
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(str(path))

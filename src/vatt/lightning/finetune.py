@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.aggregation import CatMetric
 
-from vatt.checkpoint import file_sha256
-from vatt.metrics import average_views, multilabel_metrics, topk_accuracy
+from vatt.metrics import average_views, classification_metrics
 from vatt.models import ClassifierHead, create_model
-from vatt.pretrained import load_pretrained, model_kwargs
+from vatt.errors import UserError
+from vatt.pretrained import load_classifier, load_pretrained, model_kwargs, weights_kind, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +78,31 @@ class VATTFinetuneModule(L.LightningModule):
         geometry = {k: v for k, v in model_kwargs(name, input=input).items() if k in ("num_frames", "image_size",
                                                                                       "audio_samples")}
         extra = {k: v for k, v in (backbone or {}).items() if k in ("dropout", "attn_dropout")}
-        if pretrained:
-            vatt = load_pretrained(pretrained, droptoken=droptoken, **geometry, **extra)
+        if head_dropout is None:
+            head_dropout = 0.5 if modality == "video" else 0.0
+        classifier = pretrained and weights_kind(pretrained) == "classifier"
+        if classifier:  # a fine-tuned classifier (e.g. converted from the authors'): its tower and its head
+            tuned = load_classifier(pretrained, droptoken=droptoken, **geometry, **extra)
+            if (tuned.modality, tuned.num_classes) != (modality, num_classes):
+                raise UserError(f"pretrained={pretrained} is a {tuned.modality} classifier with {tuned.num_classes} "
+                                f"classes; this data has {num_classes} {modality} classes")
+            self.backbone = tuned.tower
         else:
-            vatt = create_model(name, droptoken=droptoken, **geometry, **extra)
-        self.backbone = vatt.video if modality == "video" else vatt.audio
+            vatt = (load_pretrained(pretrained, droptoken=droptoken, **geometry, **extra) if pretrained
+                    else create_model(name, droptoken=droptoken, **geometry, **extra))
+            self.backbone = vatt.video if modality == "video" else vatt.audio
         self.backbone.train()
         if rank_zero_only.rank == 0 and pretrained:
             # load_pretrained is strict: a missing or unexpected tensor would have raised, naming it
             log.info("fine-tuning the %s tower of %s (sha256 %s): its %d tensors loaded, none missing or unexpected "
                      "(the other towers and the FAC heads are not used)", modality, pretrained,
-                     file_sha256(pretrained)[:12], len(self.backbone.state_dict()))
+                     weights_sha256(pretrained)[:12], len(self.backbone.state_dict()))
         elif rank_zero_only.rank == 0:
             log.info("fine-tuning the %s tower of a randomly initialised %s model (pretrained=null)", modality, name)
-        if head_dropout is None:
-            head_dropout = 0.5 if modality == "video" else 0.0
         prior = 1.0 / num_classes if multilabel else None
         self.head = ClassifierHead(self.backbone.embed_dim, num_classes, head_dropout, prior)
+        if classifier:
+            self.head.linear.load_state_dict(tuned.head.linear.state_dict())
         self.modality, self.num_classes, self.multilabel = modality, num_classes, multilabel
         self.label_smoothing, self.mixup_alpha = label_smoothing, mixup_alpha
         self.optim_cfg = {"lr": 0.005, "momentum": 0.9, "weight_decay": 0.0, **dict(optimizer or {})}
@@ -162,15 +170,9 @@ class VATTFinetuneModule(L.LightningModule):
         out = {k: m.compute() for k, m in store.items()}
         for m in store.values():
             m.reset()
-        valid = out["valid"][:, 0].bool()
-        logits, labels = out["logits"][valid], out["labels"][valid]
-        if self.multilabel:
-            metrics = multilabel_metrics(torch.sigmoid(logits), labels)
-        else:
-            metrics = topk_accuracy(logits, labels[:, 0].long(), ks=(1, 5))
-        metrics = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
-        metrics[f"{stage}/num_videos"] = float(valid.sum())
-        self.log_dict(metrics, sync_dist=False)
+        labels = out["labels"] if self.multilabel else out["labels"][:, 0]
+        metrics = classification_metrics(out["logits"], labels, out["valid"][:, 0], self.multilabel)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._collect("val", batch)

@@ -7,6 +7,7 @@ H heads.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -319,14 +320,43 @@ class DropToken(nn.Module):
         return f"rate={self.rate}, per_sample={self.per_sample}"
 
 
-def resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
-    """Linearly interpolate a position table ``[N, C]`` to ``[length, C]``.
+RESIZE_MODES = ("spline", "linear")
 
-    Half-pixel centres (``align_corners=False``), like ``tf.image.resize``; used to
-    fine-tune at other resolutions or clip lengths than the table was built for.
+
+@functools.lru_cache(maxsize=64)
+def _spline_matrix(n: int, m: int) -> torch.Tensor:
+    """The ``[m, n]`` matrix that resamples an ``n``-row table to ``m`` rows with the authors' spline (float64).
+
+    The authors' ``ExpandableEmbedding`` fits a polyharmonic spline of order 3 (kernel
+    |x − c|³ plus a linear term, no smoothing: TensorFlow Addons' ``interpolate_spline``)
+    through rows placed at c_j = j / n and reads it at q_i = i / m; in one dimension this
+    is the natural cubic spline through the rows, extended linearly past the last one.
+    The fit is linear in the table, so it is one matrix per (n, m).
+    """
+    c = torch.arange(n, dtype=torch.float64) / n
+    q = torch.arange(m, dtype=torch.float64) / m
+    lhs = torch.zeros(n + 2, n + 2, dtype=torch.float64)
+    lhs[:n, :n] = (c[:, None] - c[None, :]).abs() ** 3
+    lhs[:n, n], lhs[:n, n + 1] = c, 1.0
+    lhs[n, :n], lhs[n + 1, :n] = c, 1.0
+    basis = torch.cat([(q[:, None] - c[None, :]).abs() ** 3, q[:, None], torch.ones(m, 1, dtype=torch.float64)], 1)
+    return basis @ torch.linalg.inv(lhs)[:, :n]  # m, n
+
+
+def resize_table(table: torch.Tensor, length: int, mode: str = "spline") -> torch.Tensor:
+    """Resample a position table ``[N, C]`` to ``[length, C]``, to read clips of another resolution or length.
+
+    ``"spline"``: the authors' cubic spline (``_spline_matrix``; shrinking 8 rows to 4
+    keeps rows 0, 2, 4, 6). ``"linear"``: linear interpolation with half-pixel centres
+    (``align_corners=False``, like ``tf.image.resize``). Differentiable in ``table``.
     """
     if table.shape[0] == length:
         return table
+    if mode == "spline":
+        matrix = _spline_matrix(table.shape[0], length).to(table.device)
+        return (matrix @ table.double()).to(table.dtype)
+    if mode != "linear":
+        raise ValueError(f"position_resize={mode!r}: choose one of {RESIZE_MODES}")
     out = F.interpolate(table.T.unsqueeze(0).float(), size=length, mode="linear", align_corners=False)
     return out[0].T.to(table.dtype)
 
@@ -339,9 +369,10 @@ class SpatioTemporalPositions(nn.Module):
     dropout.
     """
 
-    def __init__(self, dim: int, grid: tuple[int, int, int], drop: float = 0.1) -> None:
+    def __init__(self, dim: int, grid: tuple[int, int, int], drop: float = 0.1, resize: str = "spline") -> None:
         super().__init__()
         self.grid = tuple(grid)
+        self.resize = resize
         self.temporal = nn.Parameter(torch.zeros(grid[0], dim))
         self.vertical = nn.Parameter(torch.zeros(grid[1], dim))
         self.horizontal = nn.Parameter(torch.zeros(grid[2], dim))
@@ -351,9 +382,9 @@ class SpatioTemporalPositions(nn.Module):
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, t*h*w, C
         t, h, w = grid
         pos = (
-            resize_table(self.temporal, t)[:, None, None]
-            + resize_table(self.vertical, h)[None, :, None]
-            + resize_table(self.horizontal, w)[None, None, :]
+            resize_table(self.temporal, t, self.resize)[:, None, None]
+            + resize_table(self.vertical, h, self.resize)[None, :, None]
+            + resize_table(self.horizontal, w, self.resize)[None, None, :]
         )  # t, h, w, C
         pos = self.norm(pos.reshape(t * h * w, -1))
         return self.drop(x + pos)
@@ -366,10 +397,12 @@ class TemporalPositions(nn.Module):
     ``False`` takes the first N rows and refuses longer inputs (text words).
     """
 
-    def __init__(self, dim: int, length: int, drop: float = 0.1, interpolate: bool = True) -> None:
+    def __init__(self, dim: int, length: int, drop: float = 0.1, interpolate: bool = True,
+                 resize: str = "spline") -> None:
         super().__init__()
         self.length = length
         self.interpolate = interpolate
+        self.resize = resize
         self.table = nn.Parameter(torch.zeros(length, dim))
         self.norm = LayerNorm(dim, eps=LN_EPS)
         self.drop = Dropout(drop)
@@ -377,7 +410,7 @@ class TemporalPositions(nn.Module):
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # B, N, C
         (n,) = grid
         if self.interpolate:
-            table = resize_table(self.table, n)
+            table = resize_table(self.table, n, self.resize)
         elif n <= self.length:
             table = self.table[:n]
         else:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (
+    RESIZE_MODES,
     AudioSegmentEmbed,
     Dropout,
     DropToken,
@@ -356,14 +357,24 @@ PRESETS: dict[str, dict] = {
 }
 
 
+Size = str | dict  # a name in SIZES, or {"depth", "dim", "num_heads", "mlp_dim"} (e.g. read off a checkpoint)
+
+
+def size_spec(size: Size) -> dict[str, int]:
+    """The numbers of a Transformer size given by name or as a dict."""
+    if isinstance(size, str):
+        return SIZES[size]
+    return {k: int(size[k]) for k in ("depth", "dim", "num_heads", "mlp_dim")}
+
+
 @dataclass
 class VATTConfig:
     """Every constructor argument of a VATT model; ``create_model`` overrides fill it."""
 
-    video_size: str = "medium"
-    audio_size: str = "base"
-    text_size: str = "small"
-    shared_size: str | None = None  # set -> modality-agnostic model, one Transformer of this size
+    video_size: Size = "medium"
+    audio_size: Size = "base"
+    text_size: Size = "small"
+    shared_size: Size | None = None  # set -> modality-agnostic model, one Transformer of this size
     num_frames: int = 32
     image_size: int = 224
     video_patch_size: tuple[int, int, int] = (4, 16, 16)
@@ -381,15 +392,24 @@ class VATTConfig:
     post_proj_dim: int = 1024  # MA model only
     num_buckets: int = 32  # T5 text only
     max_distance: int = 64
-    # the authors' layer details (docs/vatt.md); the alternatives are the earlier, plain choices
-    t5_mlp_norm: str = "layer_nobias"  # norm before the T5 feed-forward layer; "rms": plain T5
+    # the authors' layer details (docs/vatt.md); the alternatives are switches
+    t5_mlp_norm: str = "layer"  # norm before the T5 feed-forward layer: LayerNorm with offset; "layer_nobias", "rms"
     final_dropout: bool = True  # dropout after the video/audio/MA encoders' final LayerNorm
     init: str = "tf"  # "tf": Glorot/N(0, d^-0.5) as the authors; "vit": truncated normal(0.02)
+    position_resize: str = "spline"  # position tables read at another geometry: the authors' cubic spline, or "linear"
 
     def validate(self) -> None:
         for key in ("video_size", "audio_size", "text_size") if self.shared_size is None else ("shared_size",):
-            if getattr(self, key) not in SIZES:
-                raise ValueError(f"{key}={getattr(self, key)!r} is not a size; choose one of {sorted(SIZES)}")
+            size = getattr(self, key)
+            if isinstance(size, dict):
+                if set(size) != {"depth", "dim", "num_heads", "mlp_dim"} or not all(
+                        isinstance(v, int) and v > 0 for v in size.values()) or size["dim"] % size["num_heads"]:
+                    raise ValueError(f"{key}={size!r}: give depth, dim, num_heads (dividing dim) and mlp_dim as "
+                                     "positive integers, or a size name")
+            elif size not in SIZES:
+                raise ValueError(f"{key}={size!r} is not a size; choose one of {sorted(SIZES)} or a dict of numbers")
+        if self.position_resize not in RESIZE_MODES:
+            raise ValueError(f"position_resize={self.position_resize!r}: choose one of {RESIZE_MODES}")
         if not 0.0 <= self.droptoken < 1.0:
             raise ValueError(f"droptoken={self.droptoken}: it is the fraction of video/audio tokens dropped, in [0, 1)")
         pt, ph, pw = self.video_patch_size
@@ -416,64 +436,90 @@ class VATTConfig:
         return (self.num_frames // pt, self.image_size // ph, self.image_size // pw)
 
 
-def build_vatt(cfg: VATTConfig) -> VATT:
-    """Build a VATT model from a validated config."""
-    cfg.validate()
-    drop, adrop = cfg.dropout, cfg.attn_dropout
+def _modality_encoder(cfg: VATTConfig, modality: str, shared: Transformer | None = None) -> nn.Module:
+    """The encoder of one modality: its own Transformer (modality-specific), or ``shared``'s (the MA model).
 
-    def transformer(size: str, **kw) -> Transformer:
-        return Transformer(**SIZES[size], drop=drop, attn_drop=adrop, **kw)
+    An MA-style encoder (``cfg.shared_size``) has Linear+GELU projections before and
+    after the Transformer; with ``shared=None`` it gets a Transformer of its own (a
+    tower fine-tuned from the MA model).
+    """
+    drop, adrop, final = cfg.dropout, cfg.attn_dropout, (cfg.dropout if cfg.final_dropout else 0.0)
+    n_audio = cfg.audio_samples // cfg.audio_patch_size
 
     def droptoken() -> DropToken:
         return DropToken(cfg.droptoken, cfg.droptoken_per_sample)
 
-    n_audio = cfg.audio_samples // cfg.audio_patch_size
-    final = drop if cfg.final_dropout else 0.0
-    if cfg.shared_size is None:
-        vdim, adim = SIZES[cfg.video_size]["dim"], SIZES[cfg.audio_size]["dim"]
-        video = ModalityEncoder(
-            VideoPatchEmbed(vdim, cfg.video_patch_size),
-            SpatioTemporalPositions(vdim, cfg.video_grid, drop),
-            transformer(cfg.video_size),
-            vdim,
-            droptoken(),
-            final_drop=final,
-        )
-        audio = ModalityEncoder(
-            AudioSegmentEmbed(adim, cfg.audio_patch_size),
-            TemporalPositions(adim, n_audio, drop),
-            transformer(cfg.audio_size),
-            adim,
-            droptoken(),
-            final_drop=final,
-        )
-        t = SIZES[cfg.text_size]
-        text = T5TextEncoder(
-            cfg.vocab_size, t["dim"], t["depth"], t["num_heads"], t["mlp_dim"], cfg.word_dim, drop, adrop,
-            cfg.num_buckets, cfg.max_distance, cfg.t5_mlp_norm,
-        )
-        heads = FACHead(vdim, adim, t["dim"], cfg.va_dim, cfg.vt_dim)
-    else:
-        d, post = SIZES[cfg.shared_size]["dim"], cfg.post_proj_dim
-        shared = transformer(cfg.shared_size)
-        video = ModalityEncoder(
-            VideoPatchEmbed(d, cfg.video_patch_size),
-            SpatioTemporalPositions(d, cfg.video_grid, drop),
-            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post), final,
-        )
-        audio = ModalityEncoder(
-            AudioSegmentEmbed(d, cfg.audio_patch_size),
-            TemporalPositions(d, n_audio, drop),
-            shared, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post), final,
-        )
-        text = ModalityEncoder(
-            WordEmbed(cfg.vocab_size, cfg.word_dim),
-            TemporalPositions(d, cfg.max_words, drop, interpolate=False),
-            shared, post, None, LinearGELU(cfg.word_dim, d), LinearGELU(d, post), final,
-        )
-        heads = FACHead(post, post, post, cfg.va_dim, cfg.vt_dim)
+    if cfg.shared_size is not None:
+        d, post = size_spec(cfg.shared_size)["dim"], cfg.post_proj_dim
+        tx = shared if shared is not None else Transformer(**size_spec(cfg.shared_size), drop=drop, attn_drop=adrop)
+        if modality == "video":
+            return ModalityEncoder(VideoPatchEmbed(d, cfg.video_patch_size),
+                                   SpatioTemporalPositions(d, cfg.video_grid, drop, cfg.position_resize),
+                                   tx, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post), final)
+        if modality == "audio":
+            return ModalityEncoder(AudioSegmentEmbed(d, cfg.audio_patch_size),
+                                   TemporalPositions(d, n_audio, drop, resize=cfg.position_resize),
+                                   tx, post, droptoken(), LinearGELU(d, d), LinearGELU(d, post), final)
+        return ModalityEncoder(WordEmbed(cfg.vocab_size, cfg.word_dim),
+                               TemporalPositions(d, cfg.max_words, drop, interpolate=False),
+                               tx, post, None, LinearGELU(cfg.word_dim, d), LinearGELU(d, post), final)
+    if modality == "text":
+        t = size_spec(cfg.text_size)
+        return T5TextEncoder(cfg.vocab_size, t["dim"], t["depth"], t["num_heads"], t["mlp_dim"], cfg.word_dim, drop,
+                             adrop, cfg.num_buckets, cfg.max_distance, cfg.t5_mlp_norm)
+    spec = size_spec(cfg.video_size if modality == "video" else cfg.audio_size)
+    tx = Transformer(**spec, drop=drop, attn_drop=adrop)
+    if modality == "video":
+        return ModalityEncoder(VideoPatchEmbed(spec["dim"], cfg.video_patch_size),
+                               SpatioTemporalPositions(spec["dim"], cfg.video_grid, drop, cfg.position_resize),
+                               tx, spec["dim"], droptoken(), final_drop=final)
+    return ModalityEncoder(AudioSegmentEmbed(spec["dim"], cfg.audio_patch_size),
+                           TemporalPositions(spec["dim"], n_audio, drop, resize=cfg.position_resize),
+                           tx, spec["dim"], droptoken(), final_drop=final)
+
+
+def build_vatt(cfg: VATTConfig) -> VATT:
+    """Build a VATT model from a validated config."""
+    cfg.validate()
+    shared = None
+    if cfg.shared_size is not None:
+        shared = Transformer(**size_spec(cfg.shared_size), drop=cfg.dropout, attn_drop=cfg.attn_dropout)
+    video, audio, text = (_modality_encoder(cfg, m, shared) for m in ("video", "audio", "text"))
+    heads = FACHead(video.embed_dim, audio.embed_dim, text.embed_dim, cfg.va_dim, cfg.vt_dim)
     model = VATT(video, audio, text, heads)
     init_weights(model, cfg.init)
+    return model
+
+
+class TowerClassifier(nn.Module):
+    """One tower + dropout + a linear head: clips -> logits ``[B, C]`` (the authors' fine-tuned classifiers).
+
+    ``forward`` takes video ``[B, 3, T, H, W]`` in [-1, 1] or audio ``[B, S]``, as
+    ``VATT.encode_video`` / ``encode_audio`` do; the head reads the pooled [AGG] feature.
+    """
+
+    def __init__(self, tower: nn.Module, head: nn.Module, modality: str) -> None:
+        super().__init__()
+        if modality not in ("video", "audio"):
+            raise ValueError(f"modality={modality!r}: a classifier reads video or audio")
+        self.tower, self.head, self.modality = tower, head, modality
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tower(x))
+
+
+def build_tower_classifier(cfg: VATTConfig, modality: str, num_classes: int, dropout: float | None = None,
+                           multilabel: bool = False) -> TowerClassifier:
+    """A ``TowerClassifier`` for ``cfg``'s ``modality`` tower (dropout: 0.5 video, 0 audio, as the authors)."""
+    from .heads import ClassifierHead
+
+    cfg.validate()
+    tower = _modality_encoder(cfg, modality)
+    init_weights(tower, cfg.init)
+    dropout = (0.5 if modality == "video" else 0.0) if dropout is None else dropout
+    model = TowerClassifier(tower, ClassifierHead(tower.embed_dim, num_classes, dropout,
+                                                  1.0 / num_classes if multilabel else None), modality)
+    model.config = cfg
     return model
 
 

@@ -1,13 +1,19 @@
-"""Read pretrained word vectors (word2vec text/binary, GloVe) into an embedding table.
+"""Read pretrained word vectors (word2vec text/binary, GloVe, the authors' pickle) into an embedding table.
 
 The original VATT looks words up in frozen 300-d word2vec vectors over a fixed
 HowTo100M vocabulary (docs/vatt.md §2). They cannot be shipped with the code, so
 ``model.word_vectors=FILE`` loads a user's file into the word table (frozen by
 default); without one the table starts random and trains (docs/deviations.md).
+
+The authors ship theirs as ``misc/word2vec.pkl`` (in ``misc_data.tgz``): a pickled
+dict whose ``"word_embeddings"`` is a ``[65536, 300]`` array, row *i* = word id *i* of
+``misc/howto100m_en.txt``. It is read with an unpickler that builds only dicts, lists,
+numbers, strings and NumPy arrays: a pickle can otherwise run any code.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +40,37 @@ def _is_text_row(line: bytes, dim: int) -> bool:
     return True
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles containers, numbers, strings and NumPy arrays; refuses every other class (no code runs)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
+               ("numpy", "dtype"), ("collections", "OrderedDict"), ("builtins", "dict"), ("builtins", "list"),
+               ("builtins", "tuple"), ("builtins", "set"), ("builtins", "frozenset"),
+               ("_codecs", "encode")}  # protocol 2 stores an array's bytes as a latin-1 string
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: word vectors are arrays, not code")
+
+
+def read_pickled_vectors(path: str | Path) -> np.ndarray:
+    """The ``[V, D]`` table of the authors' ``word2vec.pkl`` (row = word id), read safely."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = _ArraysOnly(f).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
+        raise ValueError(f"word_vectors: {path} is not a word-vector pickle this project reads ({e})") from e
+    table = data.get("word_embeddings") if isinstance(data, dict) else data
+    if not isinstance(table, np.ndarray) or table.ndim != 2:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"word_vectors: {path} holds {keys}; expected a dict with a 2-D 'word_embeddings' array "
+                         "(the authors' misc/word2vec.pkl)")
+    return table.astype(np.float32)
+
+
 def read_word_vectors(path: str | Path, words: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], int]:
     """Read a word-vector file; returns ``({word: vector}, dim)``.
 
@@ -45,6 +82,13 @@ def read_word_vectors(path: str | Path, words: Sequence[str] | None = None) -> t
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"word_vectors: no file at {path}; give the path to a word2vec or GloVe file")
+    if path.suffix == ".pkl":  # rows by word id: the vocabulary names them
+        table = read_pickled_vectors(path)
+        if words is None or len(words) != len(table):
+            raise ValueError(f"word_vectors: {path} has {len(table)} rows, one per word id of its vocabulary; give "
+                             f"that vocabulary with data.vocab (misc/howto100m_en.txt)"
+                             + (f", not one of {len(words)} words" if words is not None else ""))
+        return dict(zip(words, table)), table.shape[1]
     wanted = set(words) if words is not None else None
     vectors: dict[str, np.ndarray] = {}
     with _open(path) as f:
