@@ -172,3 +172,21 @@ def read_dataset(out: Path) -> dict[str, dict]:
         samples[s["id"]] = {"media": bytes(s["media"]), "meta": json.loads(s["meta"])}
     assert len(samples) == len(ds), "duplicate ids in the dataset"
     return samples
+
+
+def make_cfg(tmp_path: Path, overrides: list[str]):
+    """``configs/train.yaml`` composed with ``overrides``, writing under ``tmp_path`` (``tmp_path/run`` is the run)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vatt.runs import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        return compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
+                                           *overrides])
+
+
+def small_data(demo_root: Path) -> list[str]:
+    """The fixture's small demo copy, read as a user's manifest folder."""
+    return ["data=manifest", f"data.path={demo_root}"]

@@ -250,9 +250,9 @@ def test_a_checkpoint_in_the_release_layout_converts_back_to_the_same_model(tmp_
     """Our model -> the authors' key layout -> conversion: the config read off the shapes and every tensor agree."""
     from vatt.convert.tf_vatt import release_layout
     from vatt.models.vatt import build_vatt
-    from vatt.pretrained import config_of
+    from vatt.models.vatt import VATTConfig
 
-    cfg = config_of(name, vocab_size=40)
+    cfg = VATTConfig.from_preset(name, vocab_size=40)
     layout = release_layout(build_vatt(cfg), cfg)
     rng = np.random.default_rng(0)
     tensors = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in layout.items()}

@@ -228,9 +228,10 @@ def test_demo_probe_without_a_demo_folder_switches_itself_off(caplog):
 def _constant_classifier(path: Path, classes: list[str], pick: str):
     """A tiny video classifier that always answers ``pick`` (zero weights, a bias on that class)."""
     from vatt.models.vatt import build_tower_classifier
-    from vatt.pretrained import config_of, save_classifier
+    from vatt.models.vatt import VATTConfig
+    from vatt.pretrained import save_classifier
 
-    model = build_tower_classifier(config_of("tiny"), "video", len(classes))
+    model = build_tower_classifier(VATTConfig.from_preset("tiny"), "video", len(classes))
     with torch.no_grad():
         model.head.linear.weight.zero_()
         model.head.linear.bias.copy_(torch.tensor([5.0 if c == pick else 0.0 for c in classes]))

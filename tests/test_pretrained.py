@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 
 import pytest
 import torch
@@ -46,16 +47,20 @@ def test_export_then_load_gives_the_same_model_with_its_vocabulary(tmp_path, nam
 
 
 def test_a_pretraining_checkpoint_loads_and_exports(tmp_path, demo_root):
-    from test_train import make_cfg, small_data
+    from conftest import make_cfg, small_data
 
     from vatt.train import train
 
     train(make_cfg(tmp_path, [*small_data(demo_root), "debug=limit", "trainer.max_epochs=1"]))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     model = vatt.load_pretrained(ckpt)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = saved["state_dict"]
     assert torch.equal(model.video.agg_token, state["model.video.agg_token"])
     assert model.vocab[:2] == ["[PAD]", "[UNK]"] and len(model.vocab) == model.config.vocab_size
+    # the checkpoint holds the model's own config and words: nothing else is needed to rebuild it
+    assert saved["vatt_model"]["config"] == dataclasses.asdict(model.config)
+    assert saved["vatt_model"]["vocab"] == model.vocab and saved["vatt_model"]["punctuation"] == "remove"
     assert model.input == {"num_frames": 8, "fps": 10.0, "image_size": 64, "sample_rate": 16000, "max_words": 16}
     out = export_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "tiny.safetensors")])
     again = vatt.load_pretrained(out)
@@ -174,10 +179,11 @@ def test_weights_from_before_the_text_norm_had_an_offset_still_load(tmp_path):
 
 def test_a_classifier_round_trips_and_resizes_its_positions(tmp_path):
     from vatt.models.vatt import build_tower_classifier
-    from vatt.pretrained import config_of, save_classifier
+    from vatt.models.vatt import VATTConfig
+    from vatt.pretrained import save_classifier
 
     torch.manual_seed(0)
-    model = build_tower_classifier(config_of("tiny"), "video", 3)
+    model = build_tower_classifier(VATTConfig.from_preset("tiny"), "video", 3)
     path = save_classifier(model, tmp_path / "c.safetensors", classes=["red", "green", "blue"])
     loaded = vatt.load_classifier(path)
     assert (loaded.modality, loaded.num_classes, loaded.classes) == ("video", 3, ["red", "green", "blue"])
@@ -187,3 +193,25 @@ def test_a_classifier_round_trips_and_resizes_its_positions(tmp_path):
     assert bigger(torch.rand(1, 3, 8, 96, 96)).shape == (1, 3)
     with pytest.raises(ValueError, match="2 class names for a head with 3 classes"):
         save_classifier(model, tmp_path / "d.safetensors", classes=["a", "b"])
+
+
+def test_a_checkpoint_written_before_configs_were_stored_loads_and_resumes(tmp_path, demo_root):
+    """The previous layout: hyper-parameters and a path to the vocabulary file, no ``vatt_model`` entry."""
+    from conftest import make_cfg, small_data
+
+    from vatt.train import train
+
+    train(make_cfg(tmp_path, [*small_data(demo_root), "debug=limit", "trainer.max_epochs=1"]))
+    new = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(new, map_location="cpu", weights_only=True)
+    del ckpt["vatt_model"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    a, b = vatt.load_pretrained(new), vatt.load_pretrained(old)
+    assert a.config == b.config and a.vocab == b.vocab and a.punctuation == b.punctuation and a.input == b.input
+    _same_outputs(a, b)
+    metrics = train(make_cfg(tmp_path / "resumed", [*small_data(demo_root), "debug=limit", "trainer.max_epochs=2",
+                                                    f"ckpt_path={old}"]))
+    resumed = torch.load(tmp_path / "resumed" / "run" / "checkpoints" / "last.ckpt", map_location="cpu",
+                         weights_only=True)
+    assert resumed["global_step"] == 2 * ckpt["global_step"] and "val/v2a_R@10" in metrics

@@ -18,7 +18,7 @@ from test_train import make_cfg
 from vatt import create_model
 from vatt.data.tokenizer import WordTokenizer
 from vatt.models.layers import Transformer
-from vatt.train import configure_batch, configure_sync_batchnorm, devices_in_use
+from vatt.run_setup import configure_batch, configure_sync_batchnorm, devices_in_use
 
 # --------------------------------------------------------------------------- word vectors from the command line
 

@@ -17,7 +17,9 @@ from vatt.checkpoint import CheckpointError, read_checkpoint
 from vatt.errors import UserError
 from vatt.lightning.callbacks import LastCheckpoint
 from vatt.runs import restore_config, resume_argv
-from vatt.train import CONFIG_DIR, check_hardware, train
+from vatt.run_setup import check_hardware
+from vatt.runs import CONFIG_DIR
+from vatt.train import train
 
 
 def compose_train(overrides: list[str], hydra_config: bool = False):

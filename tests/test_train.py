@@ -17,7 +17,8 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from vatt.train import CONFIG_DIR, train
+from conftest import make_cfg, small_data
+from vatt.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
@@ -25,21 +26,6 @@ EXPERIMENTS = [e for e in ALL_EXPERIMENTS if not e.startswith("finetune_")]  # p
 FINETUNE = [e for e in ALL_EXPERIMENTS if e.startswith("finetune_")]
 # paper-size models on small inputs so one CPU step is quick
 SMALL_INPUT = ["model.input.num_frames=4", "model.input.image_size=32", "model.input.sample_rate=3200"]
-
-
-def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = compose(
-            "train",
-            overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", *overrides],
-        )
-    return cfg
-
-
-def small_data(demo_root: Path) -> list[str]:
-    """The fixture's small demo copy, read as a user's manifest folder."""
-    return ["data=manifest", f"data.path={demo_root}"]
 
 
 def test_experiment_list_is_complete():
@@ -300,14 +286,13 @@ def test_a_cached_vocabulary_from_other_sources_is_an_error_naming_both(tmp_path
 
 
 def test_resuming_with_another_vocabulary_names_both(tmp_path):
-    from vatt.train import check_vocabulary
+    from vatt.run_setup import check_vocabulary
 
-    class DM:
-        vocab_size, tokenizer_path = 120, "data/cache/shards/vocab-b/tokenizer.json"
-
-    check_vocabulary({"path": "/x/tokenizer.json", "size": 120}, DM())
+    current = {"path": "data/cache/shards/vocab-b/tokenizer.json", "size": 120}
+    check_vocabulary({"path": "/x/tokenizer.json", "size": 120}, current)
+    check_vocabulary(None, current)  # a new run
     with pytest.raises(ValueError, match=r"vocabulary of 99 words \(/x/tokenizer.json\).*has 120 .*vocab-b.*data.vocab=/x"):
-        check_vocabulary({"path": "/x/tokenizer.json", "size": 99}, DM())
+        check_vocabulary({"path": "/x/tokenizer.json", "size": 99}, current)
 
 
 @pytest.mark.parametrize("target", ["train", "sweep", "eval"])

@@ -309,7 +309,8 @@ def demo_report(quick: bool = False, root: str | Path | None = None, steps: int 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from vatt.train import CONFIG_DIR, train
+    from vatt.runs import CONFIG_DIR
+    from vatt.train import train
 
     class Clock(L.Callback):
         def __init__(self) -> None:
@@ -367,10 +368,10 @@ def convert_report(quick: bool = False) -> dict[str, Any]:
     from vatt.convert import write_bundle
     from vatt.convert.tf_vatt import release_layout
     from vatt.models.vatt import build_vatt
-    from vatt.pretrained import config_of
+    from vatt.models.vatt import VATTConfig
 
     name = "tiny" if quick else "bbs"
-    cfg = config_of(name)
+    cfg = VATTConfig.from_preset(name)
     with torch.device("meta"):
         layout = release_layout(build_vatt(cfg), cfg)
     rng = np.random.default_rng(0)

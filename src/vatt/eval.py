@@ -17,7 +17,6 @@ Tasks (``configs/eval/task``):
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from vatt.data.loading import DataLoader, default_num_workers
 from vatt.data.tokenizer import WordTokenizer
 from vatt.errors import UserError, reported
 from vatt.interrupts import Stopped, raise_on_stop_signals
-from vatt.metrics import average_views, classification_metrics, save_metrics_json
+from vatt.metrics import average_views, classification_metrics, write_run_metrics
 from vatt.models import VATT, create_model
 from vatt.progress import track
 from vatt.pretrained import clip_geometry, load_classifier, load_pretrained
@@ -223,19 +222,6 @@ def caption_tokenizer(listing: Listing) -> WordTokenizer:
     return WordTokenizer.build([i.caption for s in listing.splits for i in s.test if i.caption])
 
 
-def write_metrics(metrics: dict[str, float], run_dir: Path, cfg: DictConfig) -> Path:
-    """``metrics.json`` (one flat object) and the same numbers as TensorBoard scalars in the run folder."""
-    path = save_metrics_json(metrics, run_dir / "metrics.json")
-    if cfg.get("logger"):
-        from torch.utils.tensorboard import SummaryWriter
-
-        with SummaryWriter(str(run_dir / "tensorboard")) as writer:
-            for k, v in metrics.items():
-                if math.isfinite(v):
-                    writer.add_scalar(k, v, 0)
-    return path
-
-
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     listing = get_listing(cfg)
     if cfg.protocol == "linear_probe":
@@ -248,10 +234,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         metrics = run_retrieval(cfg, model, listing, own_words or model_tokenizer(model))
     else:
         raise UserError(f"protocol={cfg.protocol!r}: choose task=linear_probe, task=retrieval or task=classifier")
-    path = write_metrics(metrics, run_dir, cfg)
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")}
     log.info("%s on %s (%s): %s", cfg.protocol, listing.name, cfg.pretrained or f"random {cfg.model_name}", shown)
-    log.info("metrics: %s", path)
+    write_run_metrics(metrics, run_dir, tensorboard=bool(cfg.get("logger")))
     return metrics
 
 

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vatt.models import DropToken, count_parameters, create_model
 from vatt.models.vatt import VATTConfig, build_vatt
-from vatt.pretrained import config_of
+from vatt.models.vatt import VATTConfig
 
 PAPER_PARAMS_M = {"bbs": 197, "mbs": 264, "lbs": 415, "ma_medium": 155}
 PAPER_MBS_GFLOPS = {0.0: 784.8, 0.25: 574.2, 0.5: 375.4, 0.75: 188.1}
@@ -28,7 +28,7 @@ RATES = (0.0, 0.25, 0.5, 0.75)
 
 def forward_gflops(name: str, droptoken: float, batch: int = 1, **overrides) -> dict[str, float]:
     """Forward GFLOPs per clip, per modality and in total, with DropToken active at ``droptoken``."""
-    return config_gflops(config_of(name, droptoken=droptoken, **overrides), batch)
+    return config_gflops(VATTConfig.from_preset(name, droptoken=droptoken, **overrides), batch)
 
 
 def config_gflops(cfg: VATTConfig, batch: int = 1) -> dict[str, float]:

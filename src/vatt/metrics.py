@@ -263,3 +263,23 @@ def save_metrics_json(metrics: dict[str, float], path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(clean, indent=1) + "\n")
     return path
+
+
+def write_run_metrics(metrics: dict[str, float], run_dir: str | Path, tensorboard: bool = False) -> Path:
+    """A run's ``metrics.json`` (fine-tuning tests and ``make eval`` alike); optionally the same as TensorBoard scalars.
+
+    ``tensorboard``: also write each finite value as a scalar at step 0 under
+    ``<run_dir>/tensorboard`` (evaluation runs, which have no Lightning logger).
+    """
+    import logging
+
+    path = save_metrics_json(metrics, Path(run_dir) / "metrics.json")
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(Path(run_dir) / "tensorboard")) as writer:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    writer.add_scalar(k, v, 0)
+    logging.getLogger("vatt.metrics").info("metrics: %s", path)
+    return path

@@ -37,56 +37,16 @@ from torch import nn
 
 from vatt.checkpoint import CheckpointError, file_sha256, read_checkpoint
 from vatt.models.layers import resize_table
-from vatt.models.vatt import PRESETS, VATT, TowerClassifier, VATTConfig, build_tower_classifier, build_vatt
+from vatt.models.vatt import VATT, TowerClassifier, VATTConfig, build_tower_classifier, build_vatt
 
 FORMAT = "vatt-safetensors-1"
 CLASSIFIER_FORMAT = "vatt-classifier-1"
 # how captions are split into words (vatt.data.tokenizer); files written before the rule was stored used "split"
 DEFAULT_PUNCTUATION = "remove"
-# create_model keys that load files: the weights already hold what they produced
-_FILE_KEYS = ("word_vectors", "vocab", "freeze_word_embeddings")
+# the checkpoint entry where the pretraining module stores its model's config and caption words
+MODEL_KEY = "vatt_model"
 # position tables that follow the input geometry (resized when it changes)
 _POSITION_TABLES = (".pos_embed.temporal", ".pos_embed.vertical", ".pos_embed.horizontal", ".pos_embed.table")
-
-
-def model_kwargs(
-    name: str,
-    droptoken: float = 0.5,
-    droptoken_per_sample: bool = True,
-    vocab_size: int = 2**16,
-    input: dict | None = None,
-    backbone: dict | None = None,
-    **_: Any,
-) -> dict[str, Any]:
-    """``create_model`` arguments from a training config's model settings (the pretraining module's hyper-parameters).
-
-    ``input`` is the clip geometry (frames, fps, image size, sample rate, words);
-    ``backbone`` further ``create_model`` overrides.
-    """
-    kwargs: dict[str, Any] = {"droptoken": droptoken, "droptoken_per_sample": droptoken_per_sample, "vocab_size": vocab_size}
-    if input:
-        kwargs.update(
-            num_frames=input["num_frames"],
-            image_size=input["image_size"],
-            audio_samples=int(round(input["num_frames"] / input["fps"] * input["sample_rate"])),
-            max_words=input.get("max_words", 16),
-        )
-    kwargs.update(backbone or {})
-    return {"name": name, **kwargs}
-
-
-def config_of(name: str, **overrides: Any) -> VATTConfig:
-    """The full ``VATTConfig`` of preset ``name`` with ``overrides`` (file-loading keys dropped)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(VATTConfig)}
-    given = {k: v for k, v in overrides.items() if k not in _FILE_KEYS}
-    unknown = sorted(set(given) - fields)
-    if unknown:
-        raise TypeError(f"unknown model argument(s) {unknown}; valid: {sorted(fields)}")
-    if "video_patch_size" in given:
-        given["video_patch_size"] = tuple(given["video_patch_size"])
-    return VATTConfig(**{**PRESETS[name], **given})
 
 
 # --------------------------------------------------------------------------- reading
@@ -102,32 +62,40 @@ class Stored:
     meta: dict[str, Any]  # kind, punctuation, input, and for classifiers modality, num_classes, multilabel, classes
 
 
-def _config(stored: dict[str, Any]) -> VATTConfig:
-    stored = dict(stored)
-    stored["video_patch_size"] = tuple(stored["video_patch_size"])
-    fields = {f.name for f in dataclasses.fields(VATTConfig)}
-    return VATTConfig(**{k: v for k, v in stored.items() if k in fields})
-
-
 def _read_ckpt(path: Path) -> Stored:
     ckpt = read_checkpoint(path)
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or "name" not in hp or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a VATT pretraining checkpoint (no model hyper-parameters or state_dict)")
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    kwargs = model_kwargs(**hp)
-    kwargs.update(legacy_settings(state, kwargs))
-    cfg = config_of(kwargs.pop("name"), **kwargs)
-    vocab, punctuation = None, "split"
+    # frames, fps, image size, sample rate, words of the training clips
+    meta = {"kind": "pretrained", "input": dict(hp.get("input") or {})}
+    stored = ckpt.get(MODEL_KEY)
+    if isinstance(stored, dict) and "config" in stored:
+        meta["punctuation"] = stored.get("punctuation", DEFAULT_PUNCTUATION)
+        return Stored(VATTConfig.from_dict(stored["config"]), state, stored.get("vocab"), meta)
+    return _read_older_ckpt(ckpt, hp, state, meta)
+
+
+def _read_older_ckpt(ckpt: dict[str, Any], hp: dict[str, Any], state: dict[str, Any], meta: dict[str, Any]) -> Stored:
+    """A checkpoint without its model's config: rebuilt from the training module's hyper-parameters.
+
+    Such a checkpoint names its vocabulary file (``vatt_vocab``) instead of holding the
+    words. The translation of hyper-parameters lives with the Lightning modules, so
+    only these files import it (and Lightning).
+    """
+    from vatt.lightning.hparams import backbone_config
+
+    cfg = backbone_config(hp)
+    cfg = cfg.with_overrides(legacy_settings(state, hp.get("backbone") or {}))
+    vocab, meta["punctuation"] = None, "split"
     record = ckpt.get("vatt_vocab")
     if isinstance(record, dict) and Path(record.get("path", "")).is_file():
         from vatt.data.tokenizer import WordTokenizer
 
         tokenizer = WordTokenizer.from_file(record["path"])
-        vocab, punctuation = tokenizer.words, tokenizer.punctuation
-    # frames, fps, image size, sample rate, words of the training clips
-    return Stored(cfg, state, vocab, {"kind": "pretrained", "input": dict(hp.get("input") or {}),
-                                      "punctuation": punctuation})
+        vocab, meta["punctuation"] = tokenizer.words, tokenizer.punctuation
+    return Stored(cfg, state, vocab, meta)
 
 
 def legacy_settings(state: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +127,7 @@ def _read_safetensors(path: Path) -> Stored:
               "input": json.loads(meta.get("input", "{}")), "punctuation": meta.get("punctuation", "split")}
     record.update(json.loads(meta.get("classifier", "{}")))
     vocab = json.loads(meta["vocab"]) if meta.get("vocab") else None
-    return Stored(_config(json.loads(meta["vatt_config"])), state, vocab, record)
+    return Stored(VATTConfig.from_dict(json.loads(meta["vatt_config"])), state, vocab, record)
 
 
 def _read_folder(path: Path) -> Stored:
@@ -182,7 +150,7 @@ def _read_folder(path: Path) -> Stored:
     vocab = vocab_file.read_text(encoding="utf-8").split("\n")[:-1] if vocab_file.is_file() else None
     meta = {k: v for k, v in record.items() if k not in ("format", "config")}
     meta["kind"] = "classifier" if record["format"] == CLASSIFIER_FORMAT else "pretrained"
-    return Stored(_config(record["config"]), state, vocab, meta)
+    return Stored(VATTConfig.from_dict(record["config"]), state, vocab, meta)
 
 
 def resolve(path: str | Path) -> Path:
@@ -278,16 +246,6 @@ def _fit_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path, r
     return full
 
 
-def _overridden(cfg: VATTConfig, overrides: dict[str, Any], who: str) -> VATTConfig:
-    fields = {f.name for f in dataclasses.fields(VATTConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(f"{who}: unknown override(s) {unknown}; valid: {sorted(fields)}")
-    if "video_patch_size" in overrides:
-        overrides = {**overrides, "video_patch_size": tuple(overrides["video_patch_size"])}
-    return dataclasses.replace(cfg, **overrides)
-
-
 def load_pretrained(path: str | Path, **overrides: Any) -> VATT:
     """The VATT model in ``path`` (``.ckpt``, ``.safetensors``, a model folder or ``hf://...``), in eval mode.
 
@@ -302,7 +260,7 @@ def load_pretrained(path: str | Path, **overrides: Any) -> VATT:
     if stored.meta["kind"] == "classifier":
         raise CheckpointError(f"{path} is a fine-tuned {stored.meta.get('modality')} classifier, not a pretrained "
                               "VATT: load it with vatt.load_classifier (make eval task=classifier)")
-    cfg = _overridden(stored.config, overrides, "load_pretrained")
+    cfg = stored.config.with_overrides(overrides, "load_pretrained")
     model = build_vatt(cfg)
     model.load_state_dict(_fit_state(model, stored.state, Path(str(path)), cfg.position_resize))
     model.config = cfg
@@ -323,7 +281,7 @@ def load_classifier(path: str | Path, **overrides: Any) -> TowerClassifier:
         raise CheckpointError(f"{path} is a pretrained VATT, not a classifier: load it with vatt.load_pretrained "
                               "(fine-tune it with make train experiment=finetune_<dataset> pretrained=...)")
     m = stored.meta
-    cfg = _overridden(stored.config, overrides, "load_classifier")
+    cfg = stored.config.with_overrides(overrides, "load_classifier")
     model = build_tower_classifier(cfg, m["modality"], int(m["num_classes"]), float(m.get("dropout", 0.0)),
                                    bool(m.get("multilabel")))
     model.load_state_dict(_fit_state(model, stored.state, Path(str(path)), cfg.position_resize))

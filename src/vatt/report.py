@@ -81,12 +81,11 @@ def model_cost(model: dict[str, Any]) -> tuple[float, float]:
     """(parameters in millions, forward GFLOPs per clip) of a run's model settings at its geometry and DropToken rate."""
     from vatt.flops import forward_gflops
     from vatt.models import count_parameters, create_model
-    from vatt.pretrained import model_kwargs
+    from vatt.lightning.hparams import FILE_KEYS, backbone_kwargs
 
     import torch
 
-    kwargs = model_kwargs(**{**model, "vocab_size": 1000})
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("word_vectors", "vocab", "freeze_word_embeddings")}
+    kwargs = {k: v for k, v in backbone_kwargs(**{**model, "vocab_size": 1000}).items() if k not in FILE_KEYS}
     name = kwargs.pop("name")
     with torch.device("meta"):
         params = count_parameters(create_model(name, **kwargs), trainable_only=True, exclude_word_table=True)

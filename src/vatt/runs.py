@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def project_root() -> str:
 
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = str(CONFIG_ROOT)  # configs/train.yaml and its groups
 
 
 def config_groups(task: str) -> str:
@@ -152,9 +154,7 @@ def find_last(argv: list[str]) -> tuple[Path | None, list[str]]:
 
 
 def _default_experiment() -> str | None:
-    from vatt.train import CONFIG_DIR
-
-    defaults = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml").get("defaults", [])
+    defaults = OmegaConf.load(CONFIG_ROOT / "train.yaml").get("defaults", [])
     for d in defaults:
         if isinstance(d, DictConfig) and "experiment" in d:
             return d["experiment"]
@@ -279,3 +279,21 @@ def restore_config(cfg: DictConfig, saved: dict[str, Any], overrides: list[str])
         elif not from_cli and now != cmd:
             lines.append(f"{key}: {now!r} from the checkpoint (the command line alone gives {cmd!r})")
     return lines
+
+
+def interpreter() -> str:
+    """The Python this run was started with, as a user would type it from here (``.venv/bin/python``)."""
+    exe = Path(sys.executable)
+    return str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else str(exe)
+
+
+def report_stop(log: Any, signal_name: str, step: int | None, checkpoint: str | None, requeued: bool) -> None:
+    """Say where a run stopped by a signal left its state and how to continue it."""
+    log.warning("stopped by %s at step %s; state saved to %s", signal_name, step,
+                checkpoint or "no last.ckpt (the run has no LastCheckpoint callback)")
+    if requeued:
+        log.warning("the SLURM job was requeued and will continue from there")
+    elif checkpoint is not None:
+        args = [a for a in sys.argv[1:] if not a.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.output_subdir="))]
+        log.warning("continue with: %s -m vatt.train %s", interpreter(), " ".join([*args, f"ckpt_path={checkpoint}"]))
+        log.warning("(or ckpt_path=last: the newest last.ckpt of this experiment)")

@@ -101,6 +101,18 @@ class DownstreamDataModule(L.LightningDataModule):
     def val_has_captions(self) -> None:
         return None
 
+    def vocabulary(self) -> None:
+        """Downstream sets have classes, not a caption vocabulary."""
+        return None
+
+    def test_record(self, metrics: dict[str, float]) -> dict[str, float]:
+        """What ``metrics.json`` holds after testing: the test metrics and the counts of videos used and skipped."""
+        out = {k: v for k, v in sorted(metrics.items()) if k.startswith("test/")}
+        out["num_train"] = len(self.split.train)
+        out["num_test"] = int(metrics.get("test/num_videos", len(self.split.test)))
+        out["num_skipped"] = int(metrics.get("data/test_skipped", 0))
+        return out
+
     def _dataset(self, items: list, mode: str) -> LabeledClipDataset:
         return LabeledClipDataset(items, self.input_modality, self.clip, mode, len(self.listing.classes),
                                   self.listing.multilabel, self.augment, self.num_windows, self.num_crops)

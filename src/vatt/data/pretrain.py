@@ -172,9 +172,14 @@ class CaptionDataModule(L.LightningDataModule):
         """Whether any validation clip has a caption (None: unknown). Decides the best-checkpoint metric."""
         return None
 
+    def vocabulary(self) -> dict[str, Any]:
+        """The caption vocabulary's file and size (stored in checkpoints; a resumed run must read the same words)."""
+        return {"path": str(Path(self.tokenizer_path).resolve()), "size": self.vocab_size}
+
     def model_kwargs(self) -> dict:
-        """What the model needs from the data: the size of its word table and the words (for word vectors)."""
-        return {"vocab_size": self.vocab_size, "vocab": self.load_tokenizer().words}
+        """What the model needs from the data: the size of its word table, the words and how captions are split."""
+        tokenizer = self.load_tokenizer()
+        return {"vocab_size": self.vocab_size, "vocab": tokenizer.words, "punctuation": tokenizer.punctuation}
 
 
 class PretrainDataModule(CaptionDataModule):

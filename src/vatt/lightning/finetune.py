@@ -29,7 +29,9 @@ from torchmetrics.aggregation import CatMetric
 from vatt.metrics import average_views, classification_metrics
 from vatt.models import ClassifierHead, create_model
 from vatt.errors import UserError
-from vatt.pretrained import load_classifier, load_pretrained, model_kwargs, weights_kind, weights_sha256
+from vatt.pretrained import load_classifier, load_pretrained, weights_kind, weights_sha256
+
+from .hparams import input_geometry
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class VATTFinetuneModule(L.LightningModule):
     ``modality`` come from the data module.
     """
 
+    summary_metrics: tuple[str, ...] = ()  # the monitored top-1 is the run's summary
+
     def __init__(
         self,
         num_classes: int,
@@ -75,8 +79,7 @@ class VATTFinetuneModule(L.LightningModule):
         self.save_hyperparameters()
         if modality not in ("video", "audio"):
             raise ValueError(f"model.modality={modality!r}: fine-tune the video or the audio tower")
-        geometry = {k: v for k, v in model_kwargs(name, input=input).items() if k in ("num_frames", "image_size",
-                                                                                      "audio_samples")}
+        geometry = {k: v for k, v in input_geometry(input).items() if k in ("num_frames", "image_size", "audio_samples")}
         extra = {k: v for k, v in (backbone or {}).items() if k in ("dropout", "attn_dropout")}
         if head_dropout is None:
             head_dropout = 0.5 if modality == "video" else 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -14,11 +15,14 @@ from torchmetrics.aggregation import CatMetric
 from vatt.losses import mil_nce_loss, nce_loss
 from vatt.metrics import SMOKE_CHANCE, retrieval_metrics
 from vatt.models import create_model
-from vatt.pretrained import model_kwargs
+
+from .hparams import backbone_kwargs
 
 log = logging.getLogger(__name__)
 
 
+# the checkpoint entry holding the model's own config (read by vatt.pretrained without Lightning)
+MODEL_KEY = "vatt_model"
 VAL_KEYS = ("index", "video_va", "audio_va", "video_vt", "text_vt", "has_text")
 
 
@@ -68,6 +72,9 @@ class VATTPretrainModule(L.LightningModule):
     trainer's estimate.
     """
 
+    # besides the loss and the monitored metric, what a run's row in TensorBoard's HParams view shows
+    summary_metrics = ("val/t2v_R@10", "val/v2a_R@10", "val/t2v_MedR", "train/samples_per_sec")
+
     def __init__(
         self,
         name: str = "tiny",
@@ -83,10 +90,12 @@ class VATTPretrainModule(L.LightningModule):
         word_vectors: str | None = None,
         word_vectors_trainable: bool = False,
         vocab: list[str] | None = None,
+        punctuation: str = "remove",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["vocab"])  # the words live in the tokenizer file, not in every checkpoint
-        kwargs = model_kwargs(name, droptoken, droptoken_per_sample, vocab_size, input, backbone)
+        self.save_hyperparameters(ignore=["vocab"])  # the words are stored once, with the model's config
+        self.vocab, self.punctuation = vocab, punctuation
+        kwargs = backbone_kwargs(name, droptoken, droptoken_per_sample, vocab_size, input, backbone)
         self.model = create_model(kwargs.pop("name"), **kwargs)
         self.load_word_vectors(word_vectors, vocab, word_vectors_trainable)
         self.loss_cfg = {"temperature": 0.07, "mil_nce_weight": 1.0, **dict(loss or {})}
@@ -164,6 +173,9 @@ class VATTPretrainModule(L.LightningModule):
             self.log("data/skipped_total", self._skipped_total.float(), reduce_fx="sum", sync_dist=True, batch_size=bs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # what rebuilds the model without this module (vatt.load_pretrained): its config, caption words and rule
+        checkpoint[MODEL_KEY] = {"config": dataclasses.asdict(self.model.config), "vocab": self.vocab,
+                                 "punctuation": self.punctuation}
         # every rank saves together, so the sum over ranks is a safe collective here
         total = torch.as_tensor(self._skipped_total, device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:

@@ -11,8 +11,10 @@ Shapes: B batch, K captions per clip, L words, N tokens, C width.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -430,6 +432,29 @@ class VATTConfig:
         if self.init not in INIT_SCHEMES:
             raise ValueError(f"init={self.init!r}: choose one of {INIT_SCHEMES}")
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> VATTConfig:
+        """Preset ``name`` (``tiny``, ``bbs``, ``mbs``, ``lbs``, ``ma_medium``, ``ma_tiny``) with ``overrides``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**PRESETS[name]).with_overrides(overrides, f"model {name!r}")
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> VATTConfig:
+        """A config as ``dataclasses.asdict`` wrote it (keys of later versions are left out, missing keys default)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls().with_overrides({k: v for k, v in stored.items() if k in fields}, "stored config")
+
+    def with_overrides(self, overrides: dict[str, Any], who: str = "model") -> VATTConfig:
+        """This config with ``overrides`` (``VATTConfig`` fields; any other key is an error naming the valid ones)."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TypeError(f"{who}: unknown override(s) {unknown}; valid: {sorted(fields)}")
+        if "video_patch_size" in overrides:
+            overrides = {**overrides, "video_patch_size": tuple(overrides["video_patch_size"])}
+        return dataclasses.replace(self, **overrides)
+
     @property
     def video_grid(self) -> tuple[int, int, int]:
         pt, ph, pw = self.video_patch_size
@@ -488,6 +513,7 @@ def build_vatt(cfg: VATTConfig) -> VATT:
     heads = FACHead(video.embed_dim, audio.embed_dim, text.embed_dim, cfg.va_dim, cfg.vt_dim)
     model = VATT(video, audio, text, heads)
     init_weights(model, cfg.init)
+    model.config = cfg  # what rebuilds this model: dataclasses.asdict(model.config) is stored with its weights
     return model
 
 
@@ -601,20 +627,10 @@ def create_model(name: str, **overrides) -> VATT:
     - ``vocab``: the word list (index = id, index 0 = padding) to look up, and
     - ``freeze_word_embeddings`` (default True when ``word_vectors`` is given).
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRESETS)}")
     word_vectors = overrides.pop("word_vectors", None)
     vocab = overrides.pop("vocab", None)
     freeze = overrides.pop("freeze_word_embeddings", True)
-    fields = set(VATTConfig.__dataclass_fields__)
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(f"create_model({name!r}): unknown override(s) {unknown}; valid: {sorted(fields)}")
-    if "video_patch_size" in overrides:
-        overrides["video_patch_size"] = tuple(overrides["video_patch_size"])
-    cfg = VATTConfig(**{**PRESETS[name], **overrides})
-    model = build_vatt(cfg)
-    model.config = cfg
+    model = build_vatt(VATTConfig.from_preset(name, **overrides))
     if word_vectors is not None:
         if vocab is None:
             raise ValueError("word_vectors needs vocab= (the word list whose index is the word id)")
