@@ -19,7 +19,7 @@ _reverse = $(if $(1),$(call _reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstwo
 _quote = '$(subst ','"'"',$(subst \\,\,$(subst $$$$,$$,$(subst $(_SP), ,$(1)))))'
 ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=% run=% vocab=% classes=% list=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
 
-.PHONY: help install test train sweep eval export convert report data-demo shards tensorboard flops bench bench-data clean
+.PHONY: help install test test-fast train sweep eval export convert report data-demo shards tensorboard flops bench bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ $(STAMP): pyproject.toml Makefile
 
 test: install ## run the whole test suite
 	$(PY) -m pytest
+
+test-fast: install ## the tests not marked slow (the edit loop; make test runs them all)
+	$(PY) -m pytest -m "not slow"
 
 train: install ## pretrain (default: experiment=demo, which generates data/demo/ if missing); key=value overrides pass to Hydra
 	$(PY) -m vatt.train $(ARGS)

@@ -23,8 +23,8 @@ def test_quick_bench_writes_every_section_with_finite_ratios(tmp_path, demo_root
     err = capsys.readouterr().err  # a line before and after every section: nothing is silent for minutes
     for i, section in enumerate(("steps", "compile", "checkpointing", "profile", "data", "demo", "convert"), 1):
         assert f"bench [{i}/7] {section} ..." in err and f"bench [{i}/7] {section}: done in " in err
-    assert saved["convert"]["model"] == "tiny" and saved["convert"]["peak_rss_mb"] > 0
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert saved["convert"]["model"] == "tiny" and saved["convert"]["peak_rss_mb"] > 0
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["torch"] == torch.__version__
     assert _finite(saved["gemm_flops_per_s"])
     assert set(saved["steps"]) == {"tiny video tower", "tiny audio tower", "tiny full model"}

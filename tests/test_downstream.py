@@ -146,7 +146,7 @@ def user_dir(tmp_path_factory, demo_root) -> Path:
 @pytest.mark.slow
 def test_linear_probe_command_writes_metrics_and_reuses_cached_features(user_dir):
     # the demo config would generate the full 1024-clip set: the fixture's copy is there already with other sizes
-    args = ["task=linear_probe", "data=demo", "data.label=shape", "data.generate_demo=false"]
+    args = ["task=linear_probe", "data=demo_labels", "data.label=shape", "data.generate_demo=false"]
     run_module("vatt.eval", args, user_dir)
     run = only_run(user_dir, "eval")
     metrics = json.loads((run / "metrics.json").read_text())
@@ -160,7 +160,7 @@ def test_linear_probe_command_writes_metrics_and_reuses_cached_features(user_dir
 
 @pytest.mark.slow
 def test_retrieval_command_reports_both_window_variants(user_dir):
-    run_module("vatt.eval", ["task=retrieval", "data=demo", "data.generate_demo=false"], user_dir)
+    run_module("vatt.eval", ["task=retrieval", "data=demo_labels", "data.generate_demo=false"], user_dir)
     metrics = json.loads((only_run(user_dir, "eval") / "metrics.json").read_text())
     for d in ("t2v", "v2t", "t2v_meansim", "v2t_meansim"):
         assert {f"test/{d}_R@1", f"test/{d}_R@5", f"test/{d}_R@10", f"test/{d}_MedR"} <= set(metrics)
@@ -247,8 +247,8 @@ def test_a_fine_tuned_classifier_is_tested_on_every_view_by_make_eval(user_dir):
     pick = max(set(labels), key=labels.count)
     # its classes in another order than the dataset's: matched by name
     path = _constant_classifier(user_dir / "colour.safetensors", listing.classes[::-1], pick)
-    run_module("vatt.eval", ["task=classifier", "data=demo", "data.generate_demo=false", f"pretrained={path}",
-                             "classifier.num_windows=2", "classifier.num_crops=1"], user_dir)
+    run_module("vatt.eval", ["task=classifier", "data=demo_labels", "data.generate_demo=false", f"pretrained={path}",
+                             "data.num_windows=2", "data.num_crops=1"], user_dir)
     metrics = json.loads((only_run(user_dir, "eval") / "metrics.json").read_text())
     assert metrics["test/top1"] == pytest.approx(labels.count(pick) / len(labels))  # always `pick`, exactly
     assert metrics["num_test"] == len(labels) == 8 and metrics["num_skipped"] == 0
@@ -264,3 +264,85 @@ def test_fine_tuning_can_start_from_a_converted_classifier(tmp_path):
     assert module.head.linear.bias.tolist() == [0.0, 5.0, 0.0]  # the head comes with the tower
     with pytest.raises(UserError, match="a video classifier with 3 classes; this data has 4 video classes"):
         VATTFinetuneModule(num_classes=4, pretrained=str(path), name="tiny")
+
+
+# --------------------------------------------------------------------------- a dataset of one's own
+
+TOY_LISTER = """
+from pathlib import Path
+
+from vatt.data.downstream import Item, Listing, Split, register
+
+
+@register("toy")
+def list_toy(root):
+    rows = [line.split(",") for line in (Path(root) / "labels.csv").read_text().split()]
+    items = [Item(Path(root) / name, label=int(label), id=name) for name, label in rows]
+    return Listing("toy", ["dark", "bright"], [Split("test", train=items[:4], test=items[4:])])
+"""
+TOY_CONFIG = """
+defaults:
+  - _downstream
+  - _self_
+name: toy
+lister: toy_lister
+root: ???
+"""
+
+
+def test_a_dataset_of_ones_own_is_one_lister_module_and_one_config_file(tmp_path, monkeypatch):
+    """README "How to extend": a lister outside the package registers itself; a config file names it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vatt.data.downstream import registered
+    from vatt.eval import CONFIG_DIR, CONFIG_ROOT, evaluate
+
+    code, configs, root = tmp_path / "code", tmp_path / "configs", tmp_path / "toy"
+    for d in (code, configs / "data", root):
+        d.mkdir(parents=True)
+    (code / "toy_lister.py").write_text(TOY_LISTER)
+    (configs / "data" / "toy.yaml").write_text(TOY_CONFIG)
+    rows = []
+    for i in range(8):
+        level = 40 if i % 2 == 0 else 215
+        write_av(root / f"v{i}.mp4", np.full((10, 32, 32, 3), level, np.uint8), fps=10)
+        rows.append(f"v{i}.mp4,{i % 2}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.syspath_prepend(str(code))
+    assert "toy" not in registered()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("eval", overrides=[f"hydra.searchpath=[file://{CONFIG_ROOT},file://{configs}]", "data=toy",
+                                          f"data.root={root}", "task=linear_probe", "pretrained=null", "probe.cache_dir=null",
+                                          "data.num_windows=1", "num_workers=0", "logger=none"])
+    metrics = evaluate(cfg, tmp_path)
+    assert "toy" in registered()
+    assert metrics["num_train"] == 4 and metrics["num_test"] == 4 and metrics["num_skipped"] == 0
+    assert metrics["test/top1"] == 1.0  # dark vs bright frames: even random features separate them
+    assert json.loads((tmp_path / "metrics.json").read_text())["num_test"] == 4
+
+
+def test_an_unimportable_lister_module_is_named_with_the_fix(tmp_path):
+    from vatt.data.downstream import DownstreamData
+
+    with pytest.raises(ValueError, match=r"data.lister='no_such_module' cannot be imported.*@vatt.data.downstream.register"):
+        DownstreamData("mine", str(tmp_path), lister="no_such_module").listing()
+
+
+def test_old_names_of_the_test_views_name_the_new_key(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vatt.config import check_eval_config
+    from vatt.errors import UserError
+    from vatt.eval import CONFIG_DIR, SEARCHPATH
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("eval", overrides=[SEARCHPATH, "probe.num_windows=8"])
+        pretraining_demo = compose("eval", overrides=[SEARCHPATH, "data=demo"])
+    with pytest.raises(UserError, match=r"probe.num_windows is now data.num_windows .*data.num_windows=8"):
+        check_eval_config(cfg)
+    with pytest.raises(UserError, match=r"data=demo is the pretraining demo .*data=demo_labels"):
+        check_eval_config(pretraining_demo)

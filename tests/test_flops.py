@@ -38,4 +38,4 @@ def test_report_prints_a_markdown_table(capsys):
     main(["tiny"])
     out = capsys.readouterr().out
     assert out.startswith("| model | params | params (M)")
-    assert "| tiny | 2,211,308 | 2.2 | - |" in out and "paper VATT-MBS" in out
+    assert "| tiny | 2,211,564 | 2.2 | - |" in out and "paper VATT-MBS" in out

@@ -410,8 +410,8 @@ def test_fine_tuning_signalled_as_a_group_stops_after_the_step_with_its_checkpoi
 
 @pytest.mark.slow
 def test_eval_signalled_as_a_group_exits_143_and_the_same_command_then_completes(tmp_path, demo_root):
-    args = [sys.executable, "-m", "vatt.eval", "task=linear_probe", "data=demo", *_demo_labels(demo_root),
-            "pretrained=null", "num_workers=2", "batch_size=2", "probe.num_windows=8", "logger=none"]
+    args = [sys.executable, "-m", "vatt.eval", "task=linear_probe", "data=demo_labels", *_demo_labels(demo_root),
+            "pretrained=null", "num_workers=2", "batch_size=2", "data.num_windows=4", "logger=none"]
     proc = _start_group(args, tmp_path)
     lines = []
     for line in proc.stdout:  # the listing is logged just before the features are extracted

@@ -131,6 +131,7 @@ def _rank_worker(rank, world, root, vocab, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_every_clip_is_read_exactly_once_per_epoch_over_two_ranks_and_two_workers(shards, demo_root, tmp_path):
     root, ids = shards

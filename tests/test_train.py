@@ -35,7 +35,8 @@ def test_experiment_list_is_complete():
     assert {f"finetune_{d}" for d in datasets} == set(FINETUNE)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in ("vatt_ma_medium", "vatt_lbs")
+                                        else e for e in EXPERIMENTS])
 def test_every_experiment_composes_and_fast_dev_runs(tmp_path, demo_root, experiment):
     extra = [] if experiment == "demo" else SMALL_INPUT
     cfg = make_cfg(tmp_path, [f"experiment={experiment}", "debug=fdr", *extra, *small_data(demo_root)])
@@ -143,6 +144,7 @@ def _fit_with(cfg: DictConfig, recorder: StepRecorder) -> dict[str, float]:
         vt._instantiate_all = original
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss(tmp_path, demo_root):
     cfg = make_cfg(
         tmp_path,
@@ -158,6 +160,7 @@ def test_short_training_lowers_the_loss(tmp_path, demo_root):
     assert last < 0.8 * first
 
 
+@pytest.mark.slow
 def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_path, demo_root):
     """Default callbacks, validation every epoch, loader workers, dropout and DropToken on."""
     from test_shards import BatchRecorder, assert_same_training_state
@@ -337,7 +340,7 @@ def test_fsdp_config_wraps_transformer_blocks(tmp_path):
 
 @pytest.mark.parametrize("module, expected, private", [
     ("vatt.train", ["experiment: demo,", "model: finetune, vatt_bbs", "trainer: cpu, ddp, ddp_cpu"], ["_pretrain", "_finetune", "_downstream", "eval/"]),
-    ("vatt.eval", ["task: classifier, linear_probe, retrieval", "data: audioset, demo,"], ["_downstream", "manifest", "shards"]),
+    ("vatt.eval", ["task: classifier, linear_probe, retrieval", "data: audioset, demo_labels, esc50,"], ["_downstream", "manifest", "shards", " demo,"]),
 ])
 def test_help_lists_the_choices_a_user_has(tmp_path, module, expected, private):
     env = {k: v for k, v in os.environ.items() if k != "VATT_ROOT"}

@@ -97,12 +97,18 @@ TRAIN = {
 }
 EVAL = {
     **COMMON,
-    "probe.num_windows": POS_INT,
-    "probe.num_crops": POS_INT,
-    "retrieval.num_windows": POS_INT,
-    "classifier.num_windows": POS_INT,
-    "classifier.num_crops": POS_INT,
+    "data.num_windows": POS_INT,
+    "data.num_crops": POS_INT,
 }
+# settings that moved: old key -> new key (the error names the new one)
+RENAMED = {
+    "probe.num_windows": "data.num_windows",
+    "probe.num_crops": "data.num_crops",
+    "retrieval.num_windows": "data.num_windows",
+    "classifier.num_windows": "data.num_windows",
+    "classifier.num_crops": "data.num_crops",
+}
+DOWNSTREAM_TARGET = "vatt.data.finetune.DownstreamDataModule"
 
 
 def check_values(cfg: DictConfig, rules: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
@@ -129,6 +135,10 @@ def _accepted(cls: type) -> set[str] | None:
         names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return names
+        forwarded = klass.__dict__.get("KWARGS_TO")  # a class that passes **kwargs on to another one
+        if forwarded is not None:
+            inner = _accepted(forwarded)
+            return None if inner is None else names | inner
     return None
 
 
@@ -179,6 +189,21 @@ def check_train_config(cfg: DictConfig) -> None:
         log.warning("test_after_fit=true is ignored: pretraining has no test split (it validates retrieval)")
 
 
+def check_renamed(cfg: DictConfig) -> None:
+    """A setting given under its old name stops the run with the new name."""
+    for old, new in RENAMED.items():
+        if OmegaConf.select(cfg, old, default=None) is not None:
+            raise UserError(f"{old} is now {new} (one setting of test views for every task): use {new}="
+                            f"{OmegaConf.select(cfg, old)}")
+
+
 def check_eval_config(cfg: DictConfig) -> None:
     """All checks of an evaluation's config (raises ``UserError``)."""
+    if OmegaConf.select(cfg, "data._target_", default=None) != DOWNSTREAM_TARGET:
+        hint = ("; data=demo is the pretraining demo (captions only): its labelled view is data=demo_labels"
+                if OmegaConf.select(cfg, "data.path", default=None) is not None else "")
+        raise UserError(f"make eval reads a labelled downstream set (configs/data/<name>.yaml including _downstream), "
+                        f"not {OmegaConf.select(cfg, 'data._target_', default='this data config')}{hint}")
+    check_renamed(cfg)
     check_values(cfg, EVAL)
+    check_keys(cfg, ("data",))

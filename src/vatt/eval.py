@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vatt.config import check_eval_config
 from vatt.data.clip import ClipConfig
-from vatt.data.downstream import Listing, list_dataset
-from vatt.data.labeled import LabeledClipDataset
+from vatt.data.downstream import DownstreamData
 from vatt.data.loading import DataLoader, default_num_workers
 from vatt.data.tokenizer import WordTokenizer
 from vatt.errors import UserError, reported
@@ -70,18 +70,11 @@ def clip_config(model: VATT, cfg: DictConfig) -> ClipConfig:
                       sample_rate=geometry["sample_rate"], max_words=geometry.get("max_words", 16))
 
 
-def get_listing(cfg: DictConfig) -> Listing:
-    data = cfg.data
-    if data.get("generate_demo"):
-        from vatt.data.demo import generate_demo
-
-        generate_demo(data.root, **dict(data.get("demo_options") or {}))
-    options = dict(data.get("options") or {})
-    if cfg.protocol == "retrieval":
-        options.update(data.get("retrieval_options") or {})
-    listing = list_dataset(data.name, data.root, **options)
-    log.info("%s", listing.report())
-    return listing
+def downstream_data(cfg: DictConfig) -> DownstreamData:
+    """The ``data`` section as a :class:`DownstreamData` (the demo generated when it asks for it)."""
+    data = DownstreamData.from_settings(OmegaConf.to_container(cfg.data, resolve=True))
+    data.prepare()
+    return data
 
 
 def _device(cfg: DictConfig) -> torch.device:
@@ -90,21 +83,21 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
-def run_linear_probe(cfg: DictConfig, model: VATT, listing: Listing) -> dict[str, float]:
+def run_linear_probe(cfg: DictConfig, model: VATT, data: DownstreamData) -> dict[str, float]:
+    listing = data.listing()
     if listing.multilabel or not listing.classes:
         raise ValueError(f"task=linear_probe needs a single-label classification set; {listing.name} is not one "
                          "(fine-tune multi-label sets: make train experiment=finetune_audioset)")
     probe, clip = cfg.probe, clip_config(model, cfg)
-    modality = cfg.data.get("modality") or listing.modality
     device, workers = _device(cfg), default_num_workers(cfg.num_workers)
     base_key = {"weights": feats.weights_id(cfg.pretrained, cfg.model_name, cfg.seed), "dataset": listing.name,
-                "root": str(Path(cfg.data.root).resolve()), "options": dict(cfg.data.get("options") or {}),
-                "clip": vars(clip), "modality": modality, "features": probe.features}
+                "root": str(Path(data.root).resolve()), "options": {**data.options, **({"label": data.label}
+                                                                                        if data.label else {})},
+                "clip": vars(clip), "modality": data.modality, "features": probe.features}
 
     def features(items: list, mode: str, part: str, split: str) -> dict[str, torch.Tensor]:
-        ds = LabeledClipDataset(items, "image" if listing.modality == "image" else modality, clip, mode,
-                                len(listing.classes), num_windows=probe.num_windows, num_crops=probe.num_crops)
-        key = {**base_key, "split": split, "part": part, "mode": mode, "views": [probe.num_windows, probe.num_crops],
+        ds = data.dataset(items, mode, clip)
+        key = {**base_key, "split": split, "part": part, "mode": mode, "views": [data.num_windows, data.num_crops],
                "items": len(items)}
         return feats.cached(probe.cache_dir, key, lambda: feats.extract(
             model, ds, probe.features, cfg.batch_size, workers, device))
@@ -134,14 +127,14 @@ def run_linear_probe(cfg: DictConfig, model: VATT, listing: Listing) -> dict[str
     return out
 
 
-def run_retrieval(cfg: DictConfig, model: VATT, listing: Listing, tokenizer: WordTokenizer) -> dict[str, float]:
-    (split,) = [s for s in listing.splits if s.name == "test"] or listing.splits[:1]
+def run_retrieval(cfg: DictConfig, model: VATT, data: DownstreamData, tokenizer: WordTokenizer) -> dict[str, float]:
+    listing = data.listing(retrieval=True)
+    split = data.test_split(listing)
     items = [i for i in split.test if i.caption]
     if not items:
         raise ValueError(f"task=retrieval: {listing.name} has no captioned test clips")
     clip = clip_config(model, cfg)
-    ds = LabeledClipDataset(items, "video", clip, "views", 0, num_windows=cfg.retrieval.num_windows, num_crops=1,
-                            tokenizer=tokenizer)
+    ds = data.dataset(items, "views", clip, modality="video", num_crops=1, tokenizer=tokenizer)
     out = feats.extract(model, ds, "vt", cfg.batch_size, default_num_workers(cfg.num_workers), _device(cfg), text=True)
     valid = out["valid"]
     metrics = {f"test/{k}": v for k, v in retrieval_metrics_from_features(out["text"][valid], out["features"][valid]).items()}
@@ -155,7 +148,7 @@ def _name_key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def class_order(model_classes: list[str] | None, listing: Listing) -> list[int] | None:
+def class_order(model_classes: list[str] | None, listing: Any) -> list[int] | None:
     """For each class of the dataset (its index order), the classifier's index of the same class; None: the same order.
 
     Names are compared without case, spaces, underscores or punctuation. Without names
@@ -173,29 +166,26 @@ def class_order(model_classes: list[str] | None, listing: Listing) -> list[int] 
     return None if order == list(range(len(order))) else order
 
 
-def run_classifier(cfg: DictConfig, listing: Listing) -> dict[str, float]:
+def run_classifier(cfg: DictConfig, data: DownstreamData) -> dict[str, float]:
     """A fine-tuned classifier on every view of the test videos, logits averaged per video (the authors' protocol)."""
     if not cfg.pretrained:
         raise UserError("task=classifier tests a fine-tuned classifier: give pretrained=<file or folder> (make convert "
                         "writes the authors' Kinetics / Moments-in-Time / AudioSet classifiers)")
     geometry = {k: v for k, v in (cfg.get("clip") or {}).items() if k in ("num_frames", "image_size")}
     model = load_classifier(cfg.pretrained, droptoken=0.0, **geometry)
+    listing = data.listing()
     if model.num_classes != len(listing.classes) or model.multilabel != listing.multilabel:
         raise UserError(f"pretrained={cfg.pretrained} has {model.num_classes} "
                         f"{'multi-label ' if model.multilabel else ''}classes; {listing.name} has {len(listing.classes)}")
     order = class_order(model.classes, listing)
-    split = next((s for s in listing.splits if s.name == "test"), listing.splits[-1])
-    clip, views = clip_config(model, cfg), cfg.classifier
-    crops = views.num_crops if model.modality == "video" else 1
-    ds = LabeledClipDataset(split.test, "image" if listing.modality == "image" else model.modality, clip, "views",
-                            len(listing.classes), listing.multilabel, num_windows=views.num_windows, num_crops=crops)
+    ds = data.dataset(data.test_split().test, "views", clip_config(model, cfg), modality=model.modality)
     device = _device(cfg)
     model = model.to(device)
-    loader = DataLoader(ds, batch_size=max(1, cfg.batch_size // (views.num_windows * crops)),
+    loader = DataLoader(ds, batch_size=max(1, cfg.batch_size // ds.num_views),
                         num_workers=default_num_workers(cfg.num_workers))
     logits, labels, valid, skipped = [], [], [], 0
     with torch.no_grad():
-        for batch in track(loader, len(loader), f"{len(ds)} test videos x {views.num_windows * crops} views", log):
+        for batch in track(loader, len(loader), f"{len(ds)} test videos x {ds.num_views} views", log):
             x = batch[model.modality].to(device)
             b, v = x.shape[:2]
             scores = average_views(model(x.reshape(b * v, *x.shape[2:])).float(), v).cpu()
@@ -217,23 +207,24 @@ def model_tokenizer(model: VATT) -> WordTokenizer:
     return WordTokenizer.from_vocab(model.vocab, getattr(model, "punctuation", "remove"))
 
 
-def caption_tokenizer(listing: Listing) -> WordTokenizer:
+def caption_tokenizer(listing: Any) -> WordTokenizer:
     """A vocabulary of the evaluation captions' own words (for a model with random weights)."""
     return WordTokenizer.build([i.caption for s in listing.splits for i in s.test if i.caption])
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    listing = get_listing(cfg)
+    data = downstream_data(cfg)
     if cfg.protocol == "linear_probe":
-        metrics = run_linear_probe(cfg, build_model(cfg), listing)
+        metrics = run_linear_probe(cfg, build_model(cfg), data)
     elif cfg.protocol == "classifier":
-        metrics = run_classifier(cfg, listing)
+        metrics = run_classifier(cfg, data)
     elif cfg.protocol == "retrieval":
-        own_words = None if cfg.pretrained else caption_tokenizer(listing)
+        own_words = None if cfg.pretrained else caption_tokenizer(data.listing(retrieval=True))
         model = build_model(cfg, own_words.vocab_size if own_words else None)
-        metrics = run_retrieval(cfg, model, listing, own_words or model_tokenizer(model))
+        metrics = run_retrieval(cfg, model, data, own_words or model_tokenizer(model))
     else:
         raise UserError(f"protocol={cfg.protocol!r}: choose task=linear_probe, task=retrieval or task=classifier")
+    listing = data.listing(retrieval=cfg.protocol == "retrieval")
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")}
     log.info("%s on %s (%s): %s", cfg.protocol, listing.name, cfg.pretrained or f"random {cfg.model_name}", shown)
     write_run_metrics(metrics, run_dir, tensorboard=bool(cfg.get("logger")))

@@ -2,101 +2,70 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import Dataset
 
 from .clip import Augment, ClipConfig
-from .downstream import Listing, Split, list_dataset
-from .labeled import LabeledClipDataset
+from .downstream import DownstreamData, Listing, Split
 from .loading import DataLoader, default_num_workers
-
-log = logging.getLogger(__name__)
 
 
 class DownstreamDataModule(L.LightningDataModule):
-    """A downstream benchmark for fine-tuning (``make train experiment=finetune_<dataset>``).
+    """A downstream benchmark for fine-tuning: a :class:`DownstreamData` with loaders.
 
-    ``name``/``root``/``options`` pick a listing (``vatt.data.downstream``); ``split``
-    one of its official splits (default: the first). Training clips are augmented
-    (``train`` mode), validation uses the centred view of each test video (cheap,
-    clip-level), and testing every view (``num_windows`` x ``num_crops``), whose logits
-    the module averages per video. ``train.py`` sizes the classifier from
-    ``model_kwargs()``.
+    The dataset keys (``name``, ``root``, ``modality``, ``split``, ``options``,
+    ``label``, ``num_windows``, ``num_crops``, ...) are :class:`DownstreamData`'s,
+    shared with ``make eval``. Training clips are augmented (``train`` mode),
+    validation uses the centred view of each test video (cheap, clip-level), and
+    testing every view (``num_windows`` x ``num_crops``), whose logits the module
+    averages per video. ``model_kwargs()`` sizes the classifier. ``global_batch_size``
+    (a total over devices) is what ``vatt.run_setup`` derives ``batch_size`` from.
     """
+
+    KWARGS_TO = DownstreamData  # **data: its settings (vatt.config checks keys against both)
 
     def __init__(
         self,
         name: str,
         root: str | None,
-        modality: str = "video",
-        split: str | None = None,
-        options: dict | None = None,
         clip: dict | ClipConfig | None = None,
         augment: dict | Augment | None = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
         global_batch_size: int | None = None,
         num_workers: int | None = None,
-        num_windows: int = 4,
-        num_crops: int = 3,
         pin_memory: bool = True,
         persistent_workers: bool = False,
-        generate_demo: bool = False,
-        demo_options: dict | None = None,
-        label: str | None = None,
-        retrieval_options: dict | None = None,
-        experiment_hint: str = "",
+        **data: Any,
     ) -> None:
         super().__init__()
-        del label, retrieval_options, global_batch_size  # feed `options` / the retrieval task / train.py
-        if root is None or str(root) in ("", "???"):
-            raise ValueError(f"data.root is not set{experiment_hint}: point it at your copy of {name} in its official "
-                             f"layout, e.g. `make train experiment=finetune_{name} data.root=/data/{name} pretrained=PATH`")
-        self.name, self.root, self.modality, self.split_name = name, root, modality, split
-        self.options = dict(options or {})
+        self.data = DownstreamData(name, root, **data)
         self.clip, self.augment = ClipConfig.of(clip), Augment.of(augment)
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.global_batch_size = global_batch_size
         self.num_workers = default_num_workers(num_workers)
-        self.num_windows, self.num_crops, self.pin_memory = num_windows, num_crops, pin_memory
+        self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and self.num_workers > 0
-        self.generate_demo, self.demo_options = generate_demo, dict(demo_options or {})
-        self._listing: Listing | None = None
-        self.datasets: dict[str, LabeledClipDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
-        if self.generate_demo:
-            from .demo import generate_demo
-
-            generate_demo(self.root, **self.demo_options)
+        self.data.prepare()
 
     @property
     def listing(self) -> Listing:
-        if self._listing is None:
-            self._listing = list_dataset(self.name, self.root, **self.options)
-            log.info("%s", self._listing.report())
-        return self._listing
+        return self.data.listing()
 
     @property
     def split(self) -> Split:
-        splits = self.listing.splits
-        if self.split_name is None:
-            return splits[0]
-        for s in splits:
-            if s.name == self.split_name:
-                return s
-        raise ValueError(f"data.split={self.split_name!r}: {self.name} has splits {[s.name for s in splits]}")
-
-    @property
-    def input_modality(self) -> str:
-        return "image" if self.listing.modality == "image" else self.modality
+        return self.data.split_of()
 
     def model_kwargs(self) -> dict:
         """What the fine-tuning module needs to know about the data: classes and the input it reads."""
         return {"num_classes": len(self.listing.classes), "multilabel": self.listing.multilabel,
-                "modality": "audio" if self.modality == "audio" else "video"}
+                "modality": self.data.modality}
 
     def val_has_captions(self) -> None:
         return None
@@ -113,15 +82,12 @@ class DownstreamDataModule(L.LightningDataModule):
         out["num_skipped"] = int(metrics.get("data/test_skipped", 0))
         return out
 
-    def _dataset(self, items: list, mode: str) -> LabeledClipDataset:
-        return LabeledClipDataset(items, self.input_modality, self.clip, mode, len(self.listing.classes),
-                                  self.listing.multilabel, self.augment, self.num_windows, self.num_crops)
-
     def setup(self, stage: str | None = None) -> None:
         split = self.split
         if not self.datasets:
-            self.datasets = {"train": self._dataset(split.train, "train"), "val": self._dataset(split.test, "single"),
-                             "test": self._dataset(split.test, "views")}
+            self.datasets = {"train": self.data.dataset(split.train, "train", self.clip, self.augment),
+                             "val": self.data.dataset(split.test, "single", self.clip),
+                             "test": self.data.dataset(split.test, "views", self.clip)}
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers,
@@ -136,5 +102,4 @@ class DownstreamDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         # all views of a video: keep the batch small, it holds num_windows x num_crops clips per video
-        return self._loader(self.datasets["test"], max(1, self.val_batch_size // (self.num_windows * self.num_crops)),
-                            False)
+        return self._loader(self.datasets["test"], max(1, self.val_batch_size // self.datasets["test"].num_views), False)

@@ -98,8 +98,45 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
-# The family modules import the types above from this package, so they are
-# imported only once those exist.
+# name -> (lister, the keyword options it accepts)
+_LISTERS: dict[str, tuple[Callable[..., Listing], tuple[str, ...]]] = {}
+
+
+def register(name: str, options: tuple[str, ...] = ()) -> Callable[[Callable[..., Listing]], Callable[..., Listing]]:
+    """Decorator: make ``lister(root, **options) -> Listing`` the dataset ``name`` (``data.name=<name>``).
+
+    A dataset is one lister module plus one config file (README "How to extend"):
+    the module calls ``@register("my_set")`` on its lister; ``configs/data/my_set.yaml``
+    names it and, for a module outside this package, says where it lives
+    (``lister: my_package.my_set``, imported before listing).
+    """
+    def add(lister: Callable[..., Listing]) -> Callable[..., Listing]:
+        if name in _LISTERS and _LISTERS[name][0] is not lister:
+            raise ValueError(f"dataset {name!r} is registered twice ({_LISTERS[name][0].__module__} and "
+                             f"{lister.__module__}); give one of them another name")
+        _LISTERS[name] = (lister, tuple(options))
+        return lister
+
+    return add
+
+
+def registered() -> tuple[str, ...]:
+    """The names ``list_dataset`` knows: the built-in datasets, then any registered since."""
+    return tuple(_LISTERS)
+
+
+def import_lister(module: str) -> None:
+    """Import ``module`` (a dotted name) so that its ``@register`` calls run; the error names the module."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"data.lister={module!r} cannot be imported ({e}); give the dotted name of a module on "
+                         "the Python path whose lister calls @vatt.data.downstream.register") from e
+
+
+# The family modules import the types and `register` above from this package, so they are imported after them.
 from . import (  # noqa: E402
     audioset,
     demo,
@@ -123,26 +160,11 @@ from .msrvtt import list_msrvtt  # noqa: E402
 from .ucf101 import list_ucf101  # noqa: E402
 from .youcook2 import list_youcook2  # noqa: E402
 
-# name -> (lister, the keyword options it accepts)
-_LISTERS: dict[str, tuple[Callable[..., Listing], tuple[str, ...]]] = {
-    "ucf101": (list_ucf101, ()),
-    "hmdb51": (list_hmdb51, ()),
-    "kinetics400": (lambda root: list_kinetics(root, version=400), ()),
-    "kinetics600": (lambda root: list_kinetics(root, version=600), ()),
-    "kinetics700": (lambda root: list_kinetics(root, version=700), ()),
-    "mit": (list_mit, ()),
-    "esc50": (list_esc50, ()),
-    "audioset": (list_audioset, ("train_set",)),
-    "msrvtt": (list_msrvtt, ()),
-    "youcook2": (list_youcook2, ()),
-    "imagenet": (list_imagenet, ()),
-    "demo": (list_demo, ("label", "task")),
-}
-DATASETS: tuple[str, ...] = tuple(_LISTERS)
+DATASETS: tuple[str, ...] = registered()  # the built-in ones
 
 
 def list_dataset(name: str, root: str | Path, **options: Any) -> Listing:
-    """List dataset ``name`` (one of :data:`DATASETS`) from its official layout under ``root``.
+    """List dataset ``name`` (one of :func:`registered`) from its official layout under ``root``.
 
     Options: ``audioset``: ``train_set="balanced" | "unbalanced"``; ``demo``:
     ``label="colour"`` (which labels key) and ``task="classify" | "retrieval"``.
@@ -151,7 +173,8 @@ def list_dataset(name: str, root: str | Path, **options: Any) -> Listing:
     index lines were skipped.
     """
     if name not in _LISTERS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(registered())} (a dataset of your own: "
+                         "@vatt.data.downstream.register in a module named by data.lister)")
     lister, allowed = _LISTERS[name]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -168,6 +191,10 @@ def list_dataset(name: str, root: str | Path, **options: Any) -> Listing:
 
 __all__ = [
     "DATASETS",
+    "DownstreamData",
+    "import_lister",
+    "register",
+    "registered",
     "Item",
     "Listing",
     "Split",
@@ -193,3 +220,5 @@ __all__ = [
     "ucf101",
     "youcook2",
 ]
+
+from .data import DownstreamData  # noqa: E402

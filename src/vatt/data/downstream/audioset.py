@@ -33,7 +33,7 @@ from ..layouts import (
     require_dir,
     require_file,
 )
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "audioset"
 # .aac: raw ADTS audio, what `yt-dlp -x --audio-format aac` writes
@@ -73,6 +73,7 @@ def read_class_labels(path: Path, skipped: list[str]) -> tuple[list[str], dict[s
     return [names[i] for i in range(len(names))], mids
 
 
+@register("audioset", options=("train_set",))
 def list_audioset(root: str | Path, train_set: str = "balanced") -> Listing:
     """List AudioSet: ``train_set`` (``"balanced"`` or ``"unbalanced"``) as train, the eval set as test.
 

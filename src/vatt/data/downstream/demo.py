@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..layouts import require_dir, require_file
 from ..manifest import ClipRow, load_manifest
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "demo"
 TASKS = ("classify", "retrieval")
@@ -48,6 +48,7 @@ def _read(path: Path, missing: list[str], skipped: list[str]) -> list[ClipRow]:
     return manifest.rows
 
 
+@register("demo", options=("label", "task"))
 def list_demo(root: str | Path, label: str = "colour", task: str = "classify") -> Listing:
     """List the demo dataset for classification by ``label`` or for text-video retrieval (see the module docstring)."""
     if task not in TASKS:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..layouts import read_csv, require_dir, require_file
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "esc50"
 FOLDS = (1, 2, 3, 4, 5)
@@ -23,6 +23,7 @@ LAYOUT = (
 )
 
 
+@register("esc50")
 def list_esc50(root: str | Path) -> Listing:
     """List ESC-50 as five leave-one-fold-out splits ``fold1..fold5``."""
     root = require_dir(root, NAME, LAYOUT.format(root="<root>"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..layouts import read_lines, require_dir, require_file
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "hmdb51"
 LAYOUT = (
@@ -34,6 +34,7 @@ def _split_dir(root: Path) -> Path:
     )
 
 
+@register("hmdb51")
 def list_hmdb51(root: str | Path) -> Listing:
     """List the three official HMDB51 splits (see the module docstring for the layout).
 

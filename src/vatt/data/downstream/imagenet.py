@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..layouts import require_dir
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "imagenet"
 EXTS = (".jpg", ".jpeg", ".png")  # compared lower-case: ImageNet's own files are .JPEG
@@ -41,6 +41,7 @@ def _images_count(n: int) -> str:
     return f"{n} image{'s' if n != 1 else ''}"
 
 
+@register("imagenet")
 def list_imagenet(root: str | Path) -> Listing:
     """List ``train/`` and ``val/`` class folders (see the module docstring)."""
     root = require_dir(root, NAME, LAYOUT.format(root="<root>"))

@@ -17,11 +17,13 @@ Classes are the sorted labels of ``train.csv``.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from pathlib import Path
 
 from ..layouts import index_media_folder, read_csv, require_dir
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 EXTS = ("mp4", "mkv", "webm", "avi")
 VERSIONS = (400, 600, 700)
@@ -106,3 +108,7 @@ def list_kinetics(root: str | Path, version: int = 400) -> Listing:
 
     split = Split("test", items(train_csv, train_rows), items(val_csv, val_rows))
     return Listing(name, classes, [split], missing=missing, skipped=skipped)
+
+
+for _version in (400, 600, 700):
+    register(f"kinetics{_version}")(functools.partial(list_kinetics, version=_version))

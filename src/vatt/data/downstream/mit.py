@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..layouts import read_csv, require_dir, require_file
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "mit"
 LAYOUT = (
@@ -43,6 +43,7 @@ def _read_categories(path: Path, skipped: list[str]) -> list[str]:
     return [numbered[i] for i in range(len(numbered))]
 
 
+@register("mit")
 def list_mit(root: str | Path) -> Listing:
     """List Moments in Time (see the module docstring for the layout)."""
     root = require_dir(root, NAME, LAYOUT.format(root="<root>"))

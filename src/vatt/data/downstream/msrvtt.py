@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..layouts import VIDEO_EXTS, index_media_folder, read_csv, require_dir, require_file
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "msrvtt"
 CSV_NAME = "MSRVTT_JSFUSION_test.csv"
@@ -29,6 +29,7 @@ LAYOUT = (
 _FOLDERS = ("videos/all", "TestVideo", "videos")
 
 
+@register("msrvtt")
 def list_msrvtt(root: str | Path) -> Listing:
     """List the 1000 MSR-VTT 1k-A test pairs (see the module docstring for the layout)."""
     root = require_dir(root, NAME, LAYOUT.format(root="<root>"))

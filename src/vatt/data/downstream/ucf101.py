@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from ..layouts import read_lines, require_dir, require_file
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "ucf101"
 LAYOUT = (
@@ -55,6 +55,7 @@ def read_class_index(path: Path, skipped: list[str]) -> list[str]:
     return [numbered[n] for n in range(1, len(numbered) + 1)]
 
 
+@register("ucf101")
 def list_ucf101(root: str | Path) -> Listing:
     """List the three official UCF101 splits (see the module docstring for the layout).
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..layouts import VIDEO_EXTS, index_media_folder, require_dir, require_file
-from . import Item, Listing, Split
+from . import Item, Listing, Split, register
 
 NAME = "youcook2"
 JSON_NAME = "youcookii_annotations_trainval.json"
@@ -53,6 +53,7 @@ def _segment(ann: Any) -> tuple[int, float, float, str] | str:
     return ann_id, start, end, text.strip()
 
 
+@register("youcook2")
 def list_youcook2(root: str | Path) -> Listing:
     """List the YouCook2 validation segments for retrieval (see the module docstring)."""
     root = require_dir(root, NAME, LAYOUT.format(root="<root>"))
