@@ -23,7 +23,25 @@ log = logging.getLogger(__name__)
 
 # the checkpoint entry holding the model's own config (read by vatt.pretrained without Lightning)
 MODEL_KEY = "vatt_model"
-VAL_KEYS = ("index", "video_va", "audio_va", "video_vt", "text_vt", "has_text")
+# The embeddings validation collects per clip (text: caption 0, the window's own caption), each with the
+# output that flags the clips it is defined for (None: every clip).
+VAL_EMBEDDINGS: dict[str, str | None] = {"video_va": None, "audio_va": None, "video_vt": None, "text_vt": "has_text"}
+# Everything it collects (``val_outputs``): the clip's id in the dataset, the embeddings, whether it has a caption.
+VAL_KEYS = ("index", *VAL_EMBEDDINGS, "has_text")
+
+
+def unique_clips(outputs: dict[str, torch.Tensor], limit: int | None = None) -> dict[str, torch.Tensor]:
+    """The gathered validation ``outputs`` with each clip once, in the order of ``index``; at most ``limit`` clips.
+
+    A clip can be seen more than once (a distributed sampler pads the last ranks
+    with repeats): its first row in the gathered order is kept.
+    """
+    index = outputs["index"].long()
+    order = torch.argsort(index, stable=True)
+    keep = torch.ones_like(order, dtype=torch.bool)
+    keep[1:] = index[order][1:] != index[order][:-1]
+    first = order[keep][:limit]
+    return {k: v[first] for k, v in outputs.items()}
 
 
 def validation_retrieval(outputs: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -31,20 +49,16 @@ def validation_retrieval(outputs: dict[str, torch.Tensor]) -> dict[str, float]:
 
     ``outputs``: ``index`` [N] (the clip's id in the dataset), ``video_va``/``audio_va``
     [N, 512], ``video_vt``/``text_vt`` [N, 256] (caption 0: the window's own caption),
-    ``has_text`` [N]. A clip seen twice (a distributed sampler pads the last ranks with
-    repeats) counts once. Video -> audio over all clips in the va space; text -> video
-    over the clips with a caption in the vt space (``val/t2v_*`` only when there is one).
+    ``has_text`` [N]. A clip seen twice counts once (``unique_clips``). Video -> audio
+    over all clips in the va space; text -> video over the clips with a caption in the
+    vt space (``val/t2v_*`` only when there is one).
     """
-    index = outputs["index"].long()
-    order = torch.argsort(index, stable=True)
-    keep = torch.ones_like(order, dtype=torch.bool)
-    keep[1:] = index[order][1:] != index[order][:-1]
-    first = order[keep]
-    o = {k: v[first] for k, v in outputs.items()}
+    o = unique_clips(outputs)
+    num_clips = len(o["index"])
     metrics = {f"val/v2a_{k}": v for k, v in retrieval_metrics(o["video_va"], o["audio_va"]).items()}
     has_text = o["has_text"].bool()
-    metrics["val/num_clips"] = float(len(first))
-    metrics["val/v2a_chance_R@10"] = min(1.0, 10 / len(first))
+    metrics["val/num_clips"] = float(num_clips)
+    metrics["val/v2a_chance_R@10"] = min(1.0, 10 / num_clips)
     if has_text.any():
         t2v = retrieval_metrics(o["text_vt"][has_text], o["video_vt"][has_text])
         metrics.update({f"val/t2v_{k}": v for k, v in t2v.items()})
