@@ -15,14 +15,13 @@ from torchmetrics.aggregation import CatMetric
 from vatt.losses import mil_nce_loss, nce_loss
 from vatt.metrics import SMOKE_CHANCE, retrieval_metrics
 from vatt.models import create_model
+from vatt.pretrained import MODEL_KEY  # where the model's own config goes in a checkpoint
 
 from .hparams import backbone_kwargs
 
 log = logging.getLogger(__name__)
 
 
-# the checkpoint entry holding the model's own config (read by vatt.pretrained without Lightning)
-MODEL_KEY = "vatt_model"
 # The embeddings validation collects per clip (text: caption 0, the window's own caption), each with the
 # output that flags the clips it is defined for (None: every clip).
 VAL_EMBEDDINGS: dict[str, str | None] = {"video_va": None, "audio_va": None, "video_vt": None, "text_vt": "has_text"}

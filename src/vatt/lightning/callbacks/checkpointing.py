@@ -25,6 +25,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from vatt.run_setup import CONFIG_KEY, VOCAB_KEY
+
 
 class LastCheckpoint(Checkpoint):
     """Keeps ``<dirpath>/last.ckpt`` equal to the latest training state.
@@ -137,8 +139,7 @@ class RunConfig(Callback):
     Plain containers only, so the checkpoint loads with ``weights_only=True``.
     """
 
-    KEY = "vatt_config"
-    VOCAB_KEY = "vatt_vocab"
+    KEY, VOCAB_KEY = CONFIG_KEY, VOCAB_KEY  # read back by vatt.run_setup
 
     def __init__(self, config: dict[str, Any], vocab: dict[str, Any] | None = None) -> None:
         super().__init__()
