@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
 
 
 def write_av(
@@ -190,3 +195,114 @@ def make_cfg(tmp_path: Path, overrides: list[str]):
 def small_data(demo_root: Path) -> list[str]:
     """The fixture's small demo copy, read as a user's manifest folder."""
     return ["data=manifest", f"data.path={demo_root}"]
+
+
+# --------------------------------------------------------------------------- loss references (float64, by hand)
+
+TAU = 0.07
+
+
+def _lse(values):
+    m = max(values)
+    return m + math.log(sum(math.exp(v - m) for v in values))
+
+
+def ref_nce(x, y, mask=None, tau=TAU):
+    x = torch.nn.functional.normalize(x.double(), dim=-1)
+    y = torch.nn.functional.normalize(y.double(), dim=-1)
+    n = x.shape[0]
+    valid = [i for i in range(n) if mask is None or bool(mask[i])]
+    s = (x @ y.T / tau).tolist()
+    losses = []
+    for i in valid:
+        terms = [s[i][j] for j in valid] + [s[j][i] for j in valid]
+        losses.append(_lse(terms) - s[i][i])
+    return sum(losses) / len(losses)
+
+
+def ref_mil_nce(v, t, mask=None, tau=TAU):
+    v = torch.nn.functional.normalize(v.double(), dim=-1)
+    t = torch.nn.functional.normalize(t.double(), dim=-1)
+    b, k, _ = t.shape
+    m = torch.ones(b, k, dtype=torch.bool) if mask is None else mask
+    s = torch.einsum("id,jkd->ijk", v, t) / tau
+    losses = []
+    for i in range(b):
+        if not m[i].any():
+            continue
+        terms = [s[i, j, kk].item() for j in range(b) for kk in range(k) if m[j, kk]]
+        terms += [s[j, i, kk].item() for j in range(b) for kk in range(k) if m[i, kk]]
+        pos = [s[i, i, kk].item() for kk in range(k) if m[i, kk]]
+        losses.append(_lse(terms) - _lse(pos))
+    return sum(losses) / len(losses)
+
+
+# --------------------------------------------------------------------------- entry points in a subprocess
+
+def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "VATT_ROOT"}
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def only_run(cwd: Path, task: str) -> Path:
+    runs = sorted((cwd / "logs" / task / "runs").iterdir())
+    return runs[-1]
+
+
+# --------------------------------------------------------------------------- tiny official layouts
+
+def clip(path: Path, seed: int, seconds: float = 1.5, video: bool = True) -> Path:
+    """A small clip whose colour and pitch depend on ``seed`` (so classes differ)."""
+    rng = np.random.default_rng(seed)
+    frames = None
+    if video:
+        frames = np.zeros((int(seconds * 10), 48, 64, 3), np.uint8)
+        frames[..., seed % 3] = 200
+        frames += rng.integers(0, 30, frames.shape, dtype=np.uint8)
+    t = np.arange(int(seconds * 16000)) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * (300 + 200 * (seed % 3)) * t)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_av(path, frames, 10, wave, 16000, acodec="aac" if video else "pcm_s16le")
+
+
+def make_ucf101(root: Path) -> Path:
+    """3 classes x 4 groups of real clips; split k tests on group k."""
+    classes = ["ApplyEyeMakeup", "Archery", "Bowling"]
+    (root / "ucfTrainTestlist").mkdir(parents=True)
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    for k in (1, 2, 3):
+        train, test = [], []
+        for c, name in enumerate(classes):
+            for g in range(1, 5):
+                rel = f"{name}/v_{name}_g0{g}_c01.avi"
+                if not (root / "UCF-101" / rel).exists():
+                    clip(root / "UCF-101" / rel, seed=c + 3 * g)
+                (test if g == k else train).append(rel)
+        (root / "ucfTrainTestlist" / f"trainlist0{k}.txt").write_text(
+            "".join(f"{r} {classes.index(r.split('/')[0]) + 1}\n" for r in train))
+        (root / "ucfTrainTestlist" / f"testlist0{k}.txt").write_text("".join(f"{r}\n" for r in test))
+    return root
+
+
+def make_msrvtt(root: Path) -> Path:
+    rows = ["key,vid_key,video_id,sentence"]
+    for v in range(4):
+        clip(root / "videos" / "all" / f"video70{v:02d}.mp4", seed=v)
+        rows.append(f"ret{v},msr70{v:02d},video70{v:02d},a person does thing {v}")
+    (root / "MSRVTT_JSFUSION_test.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def fit_with(cfg, recorder) -> dict[str, float]:
+    """``vatt.train.train(cfg)`` with ``recorder`` added to the run's callbacks."""
+    import vatt.train as vt
+
+    original = vt._instantiate_all
+    vt._instantiate_all = lambda group: original(group) + ([recorder] if group is cfg.get("callbacks") else [])
+    try:
+        return vt.train(cfg)
+    finally:
+        vt._instantiate_all = original

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_av
+from conftest import only_run, run_module, write_av
 from vatt.data.clip import ClipConfig, crop_positions, window_starts
 from vatt.data.downstream import Item
 from vatt.data.labeled import LabeledClipDataset
@@ -120,19 +120,6 @@ def test_probe_picks_the_l2_on_held_out_data_and_averages_view_probabilities():
 # --------------------------------------------------------------------------- commands
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "VATT_ROOT"}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def only_run(cwd: Path, task: str) -> Path:
-    runs = sorted((cwd / "logs" / task / "runs").iterdir())
-    return runs[-1]
 
 
 @pytest.fixture(scope="module")

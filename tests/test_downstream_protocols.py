@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_av
-from test_downstream import only_run, run_module
+from conftest import clip, make_msrvtt, make_ucf101, only_run, run_module, write_av
 
 pytestmark = pytest.mark.slow
 
@@ -20,50 +19,8 @@ TINY_FINETUNE = ["model.name=tiny", "model.input.num_frames=8", "model.input.ima
                  "data.batch_size=2", "model.scheduler.warmup_steps=1"]
 
 
-def clip(path: Path, seed: int, seconds: float = 1.5, video: bool = True) -> Path:
-    """A small clip whose colour and pitch depend on ``seed`` (so classes differ)."""
-    rng = np.random.default_rng(seed)
-    frames = None
-    if video:
-        frames = np.zeros((int(seconds * 10), 48, 64, 3), np.uint8)
-        frames[..., seed % 3] = 200
-        frames += rng.integers(0, 30, frames.shape, dtype=np.uint8)
-    t = np.arange(int(seconds * 16000)) / 16000
-    wave = (0.3 * np.sin(2 * np.pi * (300 + 200 * (seed % 3)) * t)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_av(path, frames, 10, wave, 16000, acodec="aac" if video else "pcm_s16le")
-
-
 def metrics_of(cwd: Path, task: str) -> dict:
     return json.loads((only_run(cwd, task) / "metrics.json").read_text())
-
-
-def make_ucf101(root: Path) -> Path:
-    """3 classes x 4 groups of real clips; split k tests on group k."""
-    classes = ["ApplyEyeMakeup", "Archery", "Bowling"]
-    (root / "ucfTrainTestlist").mkdir(parents=True)
-    (root / "ucfTrainTestlist" / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
-    for k in (1, 2, 3):
-        train, test = [], []
-        for c, name in enumerate(classes):
-            for g in range(1, 5):
-                rel = f"{name}/v_{name}_g0{g}_c01.avi"
-                if not (root / "UCF-101" / rel).exists():
-                    clip(root / "UCF-101" / rel, seed=c + 3 * g)
-                (test if g == k else train).append(rel)
-        (root / "ucfTrainTestlist" / f"trainlist0{k}.txt").write_text(
-            "".join(f"{r} {classes.index(r.split('/')[0]) + 1}\n" for r in train))
-        (root / "ucfTrainTestlist" / f"testlist0{k}.txt").write_text("".join(f"{r}\n" for r in test))
-    return root
-
-
-def make_msrvtt(root: Path) -> Path:
-    rows = ["key,vid_key,video_id,sentence"]
-    for v in range(4):
-        clip(root / "videos" / "all" / f"video70{v:02d}.mp4", seed=v)
-        rows.append(f"ret{v},msr70{v:02d},video70{v:02d},a person does thing {v}")
-    (root / "MSRVTT_JSFUSION_test.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def test_linear_probe_on_a_ucf101_layout_reports_every_split_and_their_mean(tmp_path):

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from test_losses import ref_mil_nce, ref_nce
+from conftest import ref_mil_nce, ref_nce
 from vatt.lightning import VATTPretrainModule, warmup_cosine
 from vatt.lightning.pretrain import validation_retrieval
 

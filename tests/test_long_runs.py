@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from conftest import make_user_copy, read_dataset, recorded_steps, subprocess_env
 from test_shards import BatchRecorder, assert_same_training_state
-from test_train import _fit_with, make_cfg, small_data
+from conftest import fit_with, make_cfg, small_data
 from vatt.lightning import NonFiniteError
 from vatt.runs import find_last, resume_argv
 
@@ -156,7 +156,7 @@ def _base(demo_root: Path) -> list[str]:
 def uninterrupted(tmp_path_factory, demo_root):
     tmp = tmp_path_factory.mktemp("full")
     full = BatchRecorder()
-    _fit_with(make_cfg(tmp, _base(demo_root)), full)
+    fit_with(make_cfg(tmp, _base(demo_root)), full)
     return full, tmp / "run" / "checkpoints" / "last.ckpt"
 
 
@@ -172,7 +172,7 @@ def test_a_run_stopped_mid_epoch_by_a_signal_resumes_with_the_uninterrupted_loss
     ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
     assert _step(ckpt) == 6 and max(stop.losses) == 5  # the step in progress finished, then the run stopped
     resumed = BatchRecorder()
-    _fit_with(make_cfg(tmp_path / "resume", [*base, f"ckpt_path={ckpt}"]), resumed)
+    fit_with(make_cfg(tmp_path / "resume", [*base, f"ckpt_path={ckpt}"]), resumed)
     assert sorted(resumed.batches) == list(range(6, 12))
     for step in range(6, 12):
         assert resumed.batches[step] == full.batches[step]  # same clips, windows and augmentation
@@ -213,7 +213,7 @@ def test_a_non_finite_loss_skips_the_update_and_is_counted(tmp_path, demo_root, 
     base = [*small_data(demo_root), "data.batch_size=4", "logger=none", "trainer.max_epochs=2",
             "+trainer.limit_val_batches=0"]
     with caplog.at_level("WARNING", logger="vatt.train"):
-        _fit_with(make_cfg(tmp_path, base), poison)
+        fit_with(make_cfg(tmp_path, base), poison)
     # (step 0 trains at the warm-up's learning rate 0)
     assert poison.changed == {0: False, 1: True, 2: False, 3: False, 4: True, 5: True, 6: True, 7: True}
     assert [poison.logged[s] for s in range(8)] == [0, 0, 1, 2, 2, 2, 2, 2]
@@ -229,7 +229,7 @@ def test_non_finite_steps_in_a_row_stop_the_run_with_a_message(tmp_path, demo_ro
     cfg = make_cfg(tmp_path, [*small_data(demo_root), "data.batch_size=4", "logger=none", "trainer.max_epochs=3",
                               "callbacks.nonfinite.max_in_a_row=3"])
     with pytest.raises(NonFiniteError, match=r"3 optimizer steps in a row had a non-finite loss or gradient \(last at step 3"):
-        _fit_with(cfg, poison)
+        fit_with(cfg, poison)
     assert not any(poison.changed[s] for s in (1, 2))
 
 
@@ -238,7 +238,7 @@ def test_non_finite_steps_in_a_row_stop_the_run_with_a_message(tmp_path, demo_ro
 def test_bad_long_run_settings_are_rejected_by_name(tmp_path, demo_root, bad):
     cfg = make_cfg(tmp_path, [*small_data(demo_root), "debug=fdr", bad])
     with pytest.raises(Exception, match=bad.split("=")[0].split(".")[-1]):
-        _fit_with(cfg, Callback())
+        fit_with(cfg, Callback())
 
 
 def test_a_second_ctrl_c_aborts_at_once_and_handlers_are_put_back():
@@ -481,7 +481,7 @@ def test_the_best_checkpoint_and_best_value_survive_a_mid_epoch_stop_and_resume(
     _fit_expecting_exit(make_cfg(tmp_path, base), [first, SignalAt(6, signal.SIGINT)], 128 + signal.SIGINT)
     assert list(first.values) == [4]  # the stop itself does not validate
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    _fit_with(make_cfg(tmp_path, [*base, f"ckpt_path={ckpt}"]), second)
+    fit_with(make_cfg(tmp_path, [*base, f"ckpt_path={ckpt}"]), second)
     values = {**first.values, **second.values}
     assert sorted(values) == [4, 8, 12]
     best_step = min(values, key=values.get)

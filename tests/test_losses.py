@@ -8,45 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import TAU, ref_mil_nce, ref_nce
 from vatt.losses import mil_nce_loss, nce_loss
-
-TAU = 0.07
-
-
-def _lse(values):
-    m = max(values)
-    return m + math.log(sum(math.exp(v - m) for v in values))
-
-
-def ref_nce(x, y, mask=None, tau=TAU):
-    x = torch.nn.functional.normalize(x.double(), dim=-1)
-    y = torch.nn.functional.normalize(y.double(), dim=-1)
-    n = x.shape[0]
-    valid = [i for i in range(n) if mask is None or bool(mask[i])]
-    s = (x @ y.T / tau).tolist()
-    losses = []
-    for i in valid:
-        terms = [s[i][j] for j in valid] + [s[j][i] for j in valid]
-        losses.append(_lse(terms) - s[i][i])
-    return sum(losses) / len(losses)
-
-
-def ref_mil_nce(v, t, mask=None, tau=TAU):
-    v = torch.nn.functional.normalize(v.double(), dim=-1)
-    t = torch.nn.functional.normalize(t.double(), dim=-1)
-    b, k, _ = t.shape
-    m = torch.ones(b, k, dtype=torch.bool) if mask is None else mask
-    s = torch.einsum("id,jkd->ijk", v, t) / tau
-    losses = []
-    for i in range(b):
-        if not m[i].any():
-            continue
-        terms = [s[i, j, kk].item() for j in range(b) for kk in range(k) if m[j, kk]]
-        terms += [s[j, i, kk].item() for j in range(b) for kk in range(k) if m[i, kk]]
-        pos = [s[i, i, kk].item() for kk in range(k) if m[i, kk]]
-        losses.append(_lse(terms) - _lse(pos))
-    return sum(losses) / len(losses)
-
 
 def test_nce_matches_reference():
     torch.manual_seed(0)

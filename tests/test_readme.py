@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from conftest import make_user_copy, subprocess_env, write_av
-from test_downstream_protocols import make_msrvtt, make_ucf101
+from conftest import make_msrvtt, make_ucf101
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import make_cfg
+from conftest import make_cfg
 from vatt import create_model
 from vatt.data.tokenizer import WordTokenizer
 from vatt.models.layers import Transformer

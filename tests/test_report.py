@@ -129,7 +129,7 @@ def test_a_validation_writes_the_projector_a_map_and_retrieval_examples(tmp_path
     """Labelled demo clips, the embeddings callback due at every validation."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from test_train import make_cfg, small_data
+    from conftest import make_cfg, small_data
     from vatt.train import train
 
     cfg = make_cfg(tmp_path, [*small_data(demo_root), "data.batch_size=4", "trainer.max_steps=4",

@@ -199,7 +199,7 @@ def assert_same_training_state(a: Path, b: Path) -> None:
 
 
 def _shards_cfg(tmp_path, root, extra):
-    from test_train import make_cfg
+    from conftest import make_cfg
 
     return make_cfg(
         tmp_path,

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
 
-from conftest import make_cfg, small_data
+from conftest import fit_with, make_cfg, small_data
 from vatt.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,17 +130,6 @@ class StepRecorder(Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def _fit_with(cfg: DictConfig, recorder: StepRecorder) -> dict[str, float]:
-    import vatt.train as vt
-
-    original = vt._instantiate_all
-    vt._instantiate_all = lambda group: original(group) + ([recorder] if group is cfg.get("callbacks") else [])
-    try:
-        return train(cfg)
-    finally:
-        vt._instantiate_all = original
-
-
 @pytest.mark.slow
 def test_short_training_lowers_the_loss(tmp_path, demo_root):
     cfg = make_cfg(
@@ -154,7 +140,7 @@ def test_short_training_lowers_the_loss(tmp_path, demo_root):
          "model.scheduler.warmup_steps=2", "trainer.check_val_every_n_epoch=100"],
     )
     rec = StepRecorder()
-    _fit_with(cfg, rec)
+    fit_with(cfg, rec)
     assert len(rec.losses) == 30
     first, last = sum(rec.losses[:4]) / 4, sum(rec.losses[-4:]) / 4
     assert last < 0.8 * first
@@ -167,12 +153,12 @@ def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_pat
 
     base = [*small_data(demo_root), "data.batch_size=4"]
     full = BatchRecorder()
-    _fit_with(make_cfg(tmp_path / "full", [*base, "trainer.max_epochs=2"]), full)
-    _fit_with(make_cfg(tmp_path / "stop", [*base, "trainer.max_epochs=1"]), BatchRecorder())
+    fit_with(make_cfg(tmp_path / "full", [*base, "trainer.max_epochs=2"]), full)
+    fit_with(make_cfg(tmp_path / "stop", [*base, "trainer.max_epochs=1"]), BatchRecorder())
     ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 4
     resumed = BatchRecorder()
-    _fit_with(make_cfg(tmp_path / "resume", [*base, "trainer.max_epochs=2", f"ckpt_path={ckpt}"]), resumed)
+    fit_with(make_cfg(tmp_path / "resume", [*base, "trainer.max_epochs=2", f"ckpt_path={ckpt}"]), resumed)
     assert sorted(resumed.batches) == [4, 5, 6, 7]
     for step in (4, 5, 6, 7):
         assert resumed.batches[step] == full.batches[step]  # same clips, windows and augmentation
