@@ -17,7 +17,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 _SP := @vatt-space@
 _reverse = $(if $(1),$(call _reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
 _quote = '$(subst ','"'"',$(subst \\,\,$(subst $$$$,$$,$(subst $(_SP), ,$(1)))))'
-ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% ckpt=% out=% run=% vocab=% classes=% list=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
+ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% PYTEST_WORKERS=% ckpt=% out=% run=% vocab=% classes=% list=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
 
 .PHONY: help install test test-fast train sweep eval export convert report data-demo shards tensorboard flops bench bench-data clean
 
@@ -32,11 +32,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH_PINS) -e ".[dev]"
 	touch $(STAMP)
 
-test: install ## run the whole test suite
-	$(PY) -m pytest
+# test processes (pytest-xdist): two fit the 2-core CI machine; 1 runs the suite in this process
+PYTEST_WORKERS ?= 2
+_XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
+
+test: install ## run the whole test suite (PYTEST_WORKERS=2 processes)
+	$(PY) -m pytest $(_XDIST)
 
 test-fast: install ## the tests not marked slow (the edit loop; make test runs them all)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(_XDIST) -m "not slow"
 
 train: install ## pretrain (default: experiment=demo, which generates data/demo/ if missing); key=value overrides pass to Hydra
 	$(PY) -m vatt.train $(ARGS)

@@ -268,3 +268,50 @@ def test_word_vector_errors_name_the_file_and_the_fix(tmp_path):
         create_model("tiny", vocab_size=5, word_dim=4, word_vectors=_glove(tmp_path / "g.txt"), vocab=VOCAB)
     with pytest.raises(ValueError, match="vocab="):
         create_model("tiny", word_vectors=_glove(tmp_path / "g.txt"))
+
+
+def test_no_module_imports_itself_back_and_eval_needs_no_lightning():
+    """The import graph of ``src/vatt`` (module-level and deferred imports alike) has no cycle."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    graph: dict[str, set[str]] = {}
+    for path in (src / "vatt").rglob("*.py"):
+        parts = path.relative_to(src).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = name if parts[-1] == "__init__" else name.rpartition(".")[0]
+        deps = graph.setdefault(name, set())
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and ast.unparse(node.test).endswith("TYPE_CHECKING") for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([base] if base else [])])
+                if base.startswith("vatt"):
+                    # `from . import x`: the submodules x (or names of the package itself)
+                    deps |= {f"{base}.{a.name}" for a in node.names} if node.module is None else {base}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("vatt")}
+    # a package and its own submodules import each other by design (re-exports); other cycles count
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                if d not in seen and not start.startswith(d + ".") and not d.startswith(start + "."):
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    graph = {m: {d for d in deps if d in graph or d.rpartition(".")[0] in graph} for m, deps in graph.items()}
+    cycles = sorted(m for m in graph if m in reach(m))
+    assert cycles == []
+    code = "import sys, vatt.eval; print([m for m in ('lightning', 'vatt.data.pretrain') if m in sys.modules])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
