@@ -431,19 +431,19 @@ def test_a_dead_worker_leaves_no_finished_dataset(tmp_path, monkeypatch):
         clip(src / f"c{i}.mp4", 2.0, seed=i)
         rows.append({"video": f"c{i}.mp4"})
     manifest = write_manifest(src / "m.jsonl", rows)
-    real = prep._process
+    real = prep.process_input
 
     def dies_on_c2(cfg, item_json):
         if "c2.mp4" in item_json:
             os._exit(3)  # a crash no try/except can catch (e.g. a segfault in a decoder)
         return real(cfg, item_json)
 
-    monkeypatch.setattr(prep, "_process", dies_on_c2)
+    monkeypatch.setattr(prep, "process_input", dies_on_c2)
     out = tmp_path / "out"
     with pytest.raises(PrepareError, match="incomplete run"):
         prepare("manifest", out, manifest=manifest, workers=2, progress=False, start_method="fork")
     assert not (out / "summary.json").exists() and not (out / "index.json").exists()
-    monkeypatch.setattr(prep, "_process", real)
+    monkeypatch.setattr(prep, "process_input", real)
     summary = prepare("manifest", out, manifest=manifest, workers=2, progress=False, start_method="fork")
     assert summary["kept"] == 4 and sorted(read_dataset(out)) == ["c0", "c1", "c2", "c3"]
 
@@ -473,7 +473,7 @@ def test_object_store_output_reads_and_writes_its_reports_through_litdatas_clien
 
     bucket = FakeBucket()
     monkeypatch.setattr(fs_provider, "_get_fs_provider", lambda url, options=None: bucket)
-    store = prep._Out("s3://bucket/howto/")
+    store = prep.Output("s3://bucket/howto/")
     assert store.remote and store.read_text("summary.json") is None
     store.write_text("summary.json", '{"kept": 1}')
     assert bucket.objects == {"s3://bucket/howto/summary.json": b'{"kept": 1}'}
@@ -521,7 +521,7 @@ def test_an_interrupted_run_resumes_with_only_the_remaining_inputs_and_the_same_
         calls.unlink(missing_ok=True)
         crashes.unlink(missing_ok=True)
         # the crash mode reaches the worker through its cfg
-        monkeypatch.setattr(prep, "_process", lambda cfg, item, mode=mode, p=prep._process: p({**cfg, "crash_c2": mode}, item)
+        monkeypatch.setattr(prep, "process_input", lambda cfg, item, mode=mode, p=prep.process_input: p({**cfg, "crash_c2": mode}, item)
                             if "crash_c2" not in cfg else p(cfg, item))
         with pytest.raises(PrepareError, match="rerun the same command"):
             prepare("manifest", out, manifest=manifest, workers=1, progress=False, start_method="fork")

@@ -60,10 +60,6 @@ def parameters(name: str) -> int:
     return count_parameters(model, trainable_only=True, exclude_word_table=True)
 
 
-def parameters_m(name: str) -> float:
-    return parameters(name) / 1e6
-
-
 def report(names: list[str]) -> str:
     lines = [
         "| model | params | params (M) | paper (M) | GFLOPs @0% | @25% | @50% | @75% | ratio 25/50/75 vs 0 |",

@@ -25,7 +25,7 @@ import torch
 import torchaudio.functional as AF
 
 from .clip import Augment, ClipConfig, audio_to_tensor, video_to_tensor
-from .media import _audio_array
+from .media import audio_array
 from .shards import ClipShardDataset, parse_meta
 from .tokenizer import WordTokenizer
 
@@ -40,7 +40,7 @@ def baseline_clip(data: bytes, start: float, clip: ClipConfig, augment: Augment)
                 frames.append(frame.to_ndarray(format="rgb24"))
                 times.append(frame.time or 0.0)
             else:
-                audio.append(_audio_array(frame))
+                audio.append(audio_array(frame))
                 rate = frame.sample_rate
     times = np.asarray(times)
     targets = start + np.arange(clip.num_frames) / clip.fps

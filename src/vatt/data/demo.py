@@ -35,7 +35,6 @@ import math
 import multiprocessing as mp
 import os
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from typing import Any
 import av
 import numpy as np
 
+from vatt.data.manifest import Caption
 from vatt.interrupts import worker_ignores_stop_signals
 from vatt.progress import track
 
@@ -121,13 +121,6 @@ class Segment:
     end: float
     motion: str
     speed: float  # px/s
-
-
-@dataclass(frozen=True)
-class Caption:
-    start: float
-    end: float
-    text: str
 
 
 @dataclass(frozen=True)

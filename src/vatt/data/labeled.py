@@ -24,16 +24,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, audio_to_tensor, inception_crop, video_views, window_starts
-from .downstream import Item
+from .clip import Augment, ClipConfig, audio_to_tensor, inception_crop, video_views, window_starts
 from .media import MediaError, probe_duration, read_clip
+from .skipping import following, in_a_row, read_or_replace
 from .tokenizer import WordTokenizer
+
+if TYPE_CHECKING:  # only annotations: vatt.data.downstream builds these datasets
+    from .downstream import Item
 
 log = logging.getLogger(__name__)
 
@@ -171,16 +175,5 @@ class LabeledClipDataset(Dataset):
             except (MediaError, OSError) as e:
                 log.warning("data: cannot read %s (%s); it is counted as skipped", self.items[index].path, e)
                 return {**self._blank(index), "skipped": torch.tensor(1)}
-        errors = []
-        for attempt in range(MAX_BAD_IN_A_ROW):
-            i = (index + attempt) % len(self.items)
-            try:
-                sample = self.load(i)
-            except (MediaError, OSError) as e:
-                errors.append(str(e))
-                log.warning("data: skipping %s (%s)", self.items[i].path, e)
-                continue
-            sample["skipped"] = torch.tensor(len(errors))
-            return sample
-        raise RuntimeError(f"data: {MAX_BAD_IN_A_ROW} clips in a row could not be read, e.g. {errors[:2]}")
-
+        return read_or_replace(following(index, len(self.items)), self.load,
+                               lambda i, e: f"{self.items[i].path} ({e})", in_a_row, log)

@@ -73,6 +73,28 @@ def default_num_workers(requested: int | None, cap: int = 4) -> int:
     return max(1, min(cap, cores))
 
 
+def loader_kwargs(batch_size: int, num_workers: int, train: bool, pin_memory: bool = True,
+                  persistent_workers: bool = False) -> dict[str, Any]:
+    """The arguments a DataModule's ``DataLoader`` / ``StreamingDataLoader`` shares with every other.
+
+    Training drops the last partial batch (equal batches on every rank for the
+    gathered losses and BatchNorm); the other loaders draw their workers' seeds from
+    ``own_generator``. Memory is pinned only where there is a GPU to copy to, and
+    workers persist only where there are workers.
+    """
+    kwargs: dict[str, Any] = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "pin_memory": pin_memory and torch.cuda.is_available(),
+        "persistent_workers": persistent_workers and num_workers > 0,
+    }
+    if train:
+        kwargs["drop_last"] = True
+    else:
+        kwargs["generator"] = own_generator()
+    return kwargs
+
+
 def own_generator() -> torch.Generator:
     """The ``generator=`` of a loader without shuffling (validation, test).
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Caption:
     start: float
     end: float
@@ -74,6 +75,29 @@ def clean_captions(raw: Any) -> tuple[list[Caption], list[str]]:
     return kept, dropped
 
 
+def manifest_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """The one JSONL manifest parser: ``(line number, row, None)`` or ``(line number, None, why it is unusable)``.
+
+    A usable row is a JSON object whose ``video`` is a non-empty string; blank
+    lines are passed over. Raises ``FileNotFoundError`` when ``path`` is no file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield lineno, None, f"not JSON ({e.msg})"
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("video"), str) or not item["video"].strip():
+            yield lineno, None, "no 'video' path"
+            continue
+        yield lineno, item, None
+
+
 def load_manifest(path: str | Path) -> Manifest:
     """Read a JSONL manifest; paths are relative to its folder.
 
@@ -82,20 +106,11 @@ def load_manifest(path: str | Path) -> Manifest:
     stays, as a clip without that caption).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data: manifest {path} does not exist")
     rows, skipped = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, item, problem in manifest_lines(path):
         where = f"{path.name} line {lineno}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            skipped.append(f"{where}: not JSON ({e.msg})")
-            continue
-        if not isinstance(item, dict) or not isinstance(item.get("video"), str):
-            skipped.append(f"{where}: no 'video' path")
+        if item is None:
+            skipped.append(f"{where}: {problem}")
             continue
         video = path.parent / item["video"]
         if not video.is_file():

@@ -101,7 +101,7 @@ def _resize_dims(width: int, height: int, short_side: int | None,
     return max(short_side, round(width * scale)), max(short_side, round(height * scale))
 
 
-def _audio_array(frame: av.AudioFrame) -> np.ndarray:
+def audio_array(frame: av.AudioFrame) -> np.ndarray:
     """Decoded audio frame -> float32 mono ``[n]`` (channels averaged)."""
     arr = frame.to_ndarray()
     channels = len(frame.layout.channels)
@@ -404,7 +404,7 @@ class _AudioCollector:
             raise _Retry()  # cannot tell where the seek landed: decode from the start
         else:
             t = self.stream_start
-        samples = _audio_array(frame)
+        samples = audio_array(frame)
         if self.rate == 0:
             self.rate = frame.sample_rate
             self.buf = np.zeros(int(math.ceil(self.seconds * self.rate)) + 1, np.float32)

@@ -28,10 +28,11 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from vatt.errors import UserError
 
-from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
-from .loading import DataLoader, default_num_workers, own_generator
+from .clip import Augment, ClipConfig, clip_sample
+from .loading import DataLoader, default_num_workers, loader_kwargs
 from .manifest import ClipRow, load_manifest
 from .media import MediaError
+from .skipping import FailedBefore, following, in_a_row, read_or_replace
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
@@ -65,29 +66,28 @@ class ClipDataset(Dataset):
         sample["index"] = torch.tensor(index)
         return sample
 
+    def _read(self, i: int, epoch: int | None) -> dict[str, torch.Tensor]:
+        """Sample ``i``; with an ``epoch``, its window and augmentation drawn from (seed, epoch, i)."""
+        if i in self.bad:  # this worker saw it fail before: skipped again without reading, and counted again
+            raise FailedBefore(f"{self.rows[i].video}: failed before")
+        gen = None
+        if epoch is not None:
+            gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF)
+        try:
+            return self.load(i, gen)
+        except (MediaError, OSError):
+            self.bad.add(i)
+            raise
+
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, index = index if isinstance(index, tuple) else (None, index)
-        errors = []
-        for attempt in range(MAX_BAD_IN_A_ROW):
-            i = (index + attempt) % len(self.rows)
-            gen = None
-            if epoch is not None:  # the replacement of a bad clip draws as that clip would
-                gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF)
-            if i in self.bad:  # known bad (this worker saw it fail before): skipped again, and counted again
-                errors.append(f"{self.rows[i].video}: failed before")
-                continue
-            try:
-                sample = self.load(i, gen)
-            except (MediaError, OSError) as e:
-                self.bad.add(i)
-                errors.append(str(e))
-                log.warning("data: skipping %s (%s)", self.rows[i].video, e)
-                continue
-            sample["skipped"] = torch.tensor(len(errors))  # every skip in this epoch is counted
-            return sample
-        raise RuntimeError(
-            f"data: {MAX_BAD_IN_A_ROW} clips in a row could not be read, e.g. {errors[:2]}; "
-            "check the files the manifest names (python -m vatt.data.media can't decode them)"
+        return read_or_replace(
+            following(index, len(self.rows)),
+            lambda i: self._read(i, epoch),  # a replacement draws as that clip would
+            lambda i, e: f"{self.rows[i].video} ({e})",
+            lambda errors: in_a_row(errors) + "; check the files the manifest names (python -m vatt.data.media "
+                                              "can't decode them)",
+            log,
         )
 
 
@@ -147,13 +147,51 @@ class ResumableLoader(DataLoader):
 
 
 class CaptionDataModule(L.LightningDataModule):
-    """What every pretraining DataModule shares: the caption tokenizer at ``tokenizer_path``.
+    """What every pretraining DataModule shares: the per-clip pipeline, the loaders' settings and the caption tokenizer.
 
-    ``train.py`` reads ``vocab_size`` after ``prepare_data`` to size the model's word table.
+    The settings here are the keys of ``configs/data/_pretrain_clip.yaml`` and
+    ``vocab``/``max_vocab``; subclasses name the data and where the tokenizer lives
+    (``tokenizer_path``). ``global_batch_size`` is a data setting that ``train.py``
+    turns into ``batch_size`` before the DataModule is built; it is taken here only
+    so that the config can hold it. ``train.py`` reads ``vocab_size`` after
+    ``prepare_data`` to size the model's word table.
     """
 
-    tokenizer: WordTokenizer | None = None
-    punctuation: str = "remove"  # how a word list splits captions (vatt.data.tokenizer); a tokenizer.json keeps its own
+    def __init__(
+        self,
+        *,
+        clip: dict | ClipConfig | None = None,
+        augment: dict | Augment | None = None,
+        sampling: str = "caption",
+        max_caption_distance: float | None = 10.0,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        global_batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        vocab: str | None = None,
+        max_vocab: int = 2**16,
+        seed: int = 0,
+        punctuation: str = "remove",
+    ) -> None:
+        super().__init__()
+        self.clip = dataclasses.replace(ClipConfig.of(clip), sampling=sampling, max_caption_distance=max_caption_distance)
+        self.augment = Augment.of(augment)
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = default_num_workers(num_workers)
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and self.num_workers > 0
+        # punctuation: how a word list splits captions (vatt.data.tokenizer); a tokenizer.json keeps its own
+        self.vocab, self.max_vocab, self.punctuation = vocab, max_vocab, punctuation
+        self.seed = seed
+        self.tokenizer: WordTokenizer | None = None
+
+    def loader_kwargs(self, train: bool) -> dict[str, Any]:
+        """The training or validation loader's arguments (``vatt.data.loading.loader_kwargs``)."""
+        return loader_kwargs(self.batch_size if train else self.val_batch_size, self.num_workers, train,
+                             self.pin_memory, self.persistent_workers)
 
     @property
     def tokenizer_path(self) -> Path:
@@ -186,50 +224,27 @@ class PretrainDataModule(CaptionDataModule):
     """Streams (video, audio, K captions) from a folder with ``train.jsonl`` / ``val.jsonl``.
 
     ``path`` holds the manifests (and ``tokenizer.json``, built from the training
-    captions on first use unless ``vocab`` names a user vocabulary).
+    captions on first use unless ``vocab`` names a user vocabulary); the other
+    settings are ``CaptionDataModule``'s.
     """
 
     def __init__(
         self,
         path: str | None,
-        clip: dict | ClipConfig | None = None,
-        augment: dict | Augment | None = None,
-        sampling: str = "caption",
-        max_caption_distance: float | None = 10.0,
-        batch_size: int = 32,
-        val_batch_size: int | None = None,
-        global_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool = True,
-        persistent_workers: bool = False,
         train_manifest: str = "train.jsonl",
         val_manifest: str = "val.jsonl",
-        vocab: str | None = None,
-        max_vocab: int = 2**16,
         experiment_hint: str = "",
-        seed: int = 0,
-        punctuation: str = "remove",
+        **settings: Any,
     ) -> None:
-        super().__init__()
-        del global_batch_size  # train.py derives batch_size from it
         if path is None or str(path) in ("", "???"):
             raise ValueError(
                 f"data.path is not set{experiment_hint}: point it at a folder holding train.jsonl and val.jsonl "
                 "(lines like {\"video\": \"clips/a.mp4\", \"captions\": [{\"start\": 0.0, \"end\": 2.0, \"text\": \"...\"}]}), "
                 "e.g. `make train experiment=vatt_mbs data.path=/data/howto100m`, or train on the demo data with data=demo"
             )
+        super().__init__(**settings)
         self.path = Path(path)
-        self.clip = dataclasses.replace(ClipConfig.of(clip), sampling=sampling, max_caption_distance=max_caption_distance)
-        self.augment = Augment.of(augment)
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = default_num_workers(num_workers)
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.train_manifest, self.val_manifest = train_manifest, val_manifest
-        self.vocab, self.max_vocab, self.punctuation = vocab, max_vocab, punctuation
-        self.seed = seed
-        self.tokenizer: WordTokenizer | None = None
         self.train_set: ClipDataset | None = None
         self.val_set: ClipDataset | None = None
 
@@ -259,18 +274,6 @@ class PretrainDataModule(CaptionDataModule):
         if self.val_set is None and stage in (None, "fit", "validate"):
             self.val_set = ClipDataset(load_manifest(self.path / self.val_manifest).rows, tok, self.clip, None)
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,  # equal batches on every rank for the gathered losses and BN
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers,
-            generator=None if train else own_generator(),
-        )
-
     def train_steps_per_epoch(self, world: int) -> int:
         """Optimizer steps of an epoch on ``world`` devices (the last partial batch is dropped)."""
         return len(self.train_set) // world // self.batch_size
@@ -282,19 +285,11 @@ class PretrainDataModule(CaptionDataModule):
                 f"{self.path / self.train_manifest}: {len(self.train_set)} training clips, fewer than one batch of "
                 f"data.batch_size={self.batch_size} x {world} device(s): training would run no step. Lower "
                 "data.batch_size or add clips")
-        # equal batches on every rank for the gathered losses and BN: drop the last partial one
-        return ResumableLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(self.train_set, shuffle=True, seed=self.seed, drop_last=True),
-            drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers,
-        )
+        sampler = EpochSampler(self.train_set, shuffle=True, seed=self.seed, drop_last=True)
+        return ResumableLoader(self.train_set, sampler=sampler, **self.loader_kwargs(train=True))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, False)
+        return DataLoader(self.val_set, **self.loader_kwargs(train=False))
 
 
 class DemoDataModule(PretrainDataModule):

@@ -22,7 +22,6 @@ window -> decode from memory -> augment -> K captions -> tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -38,11 +37,12 @@ from litdata.streaming.sampler import ChunkedIndex
 from vatt.errors import UserError
 
 from .clip import Augment, ClipConfig, MAX_BAD_IN_A_ROW, clip_sample
-from .loading import StreamingDataLoader, default_num_workers, own_generator
+from .loading import StreamingDataLoader
 from .manifest import Caption, clean_captions
 from .media import MediaError
 from .objectstore import allow_plain_http
 from .pretrain import CaptionDataModule
+from .skipping import read_or_replace
 from .tokenizer import WordTokenizer
 
 log = logging.getLogger(__name__)
@@ -133,21 +133,12 @@ class ClipShardDataset(StreamingDataset):
         loader's position (what a checkpoint records) stays the number of samples
         it handed out, so a resumed run continues exactly, skips or not.
         """
-        errors = []
-        for candidate in itertools.chain([index], self._neighbours(index)):
-            try:
-                sample = self._sample(candidate)
-            except MediaError as e:
-                errors.append(str(e))
-                log.warning("data: skipping %s", e)
-                if len(errors) >= MAX_BAD_IN_A_ROW:
-                    break
-                continue
-            sample["skipped"] = torch.tensor(len(errors))
-            return sample
-        raise RuntimeError(
-            f"data: {len(errors)} shard samples around sample {int(getattr(index, 'index', index))} could not be decoded "
-            f"(e.g. {errors[:2]}); check the shards in {self.input_dir.path or self.input_dir.url}"
+        return read_or_replace(
+            itertools.chain([index], self._neighbours(index)), self._sample, lambda _, e: str(e),
+            lambda errors: f"data: {len(errors)} shard samples around sample {int(getattr(index, 'index', index))} "
+                           f"could not be decoded (e.g. {errors[:2]}); check the shards in "
+                           f"{self.input_dir.path or self.input_dir.url}",
+            log, errors=(MediaError,),
         )
 
 
@@ -194,7 +185,8 @@ class ShardsDataModule(CaptionDataModule):
     ``sources``: list of ``{"path": dir_or_url, "weight": float}`` for training;
     ``val_sources`` likewise (weights ignored; all are read in full). ``vocab``: a
     tokenizer file; without one the vocabulary is built from the training
-    sources' captions once and saved to ``cache_dir/tokenizer.json``.
+    sources' captions once and saved to ``cache_dir/tokenizer.json``. The other
+    settings are ``CaptionDataModule``'s.
     """
 
     def __init__(
@@ -203,54 +195,33 @@ class ShardsDataModule(CaptionDataModule):
         path: str | None = None,
         val_path: str | None = None,
         val_sources: list[dict] | None = None,
-        clip: dict | ClipConfig | None = None,
-        augment: dict | Augment | None = None,
-        sampling: str = "caption",
-        max_caption_distance: float | None = 10.0,
-        batch_size: int = 32,
-        val_batch_size: int | None = None,
-        global_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool = True,
         persistent_workers: bool = True,
-        vocab: str | None = None,
-        max_vocab: int = 2**16,
         cache_dir: str = "data/cache",
         seed: int = 42,
         experiment_hint: str = "",
         mix: str = "weighted",
         max_cache_size: str | int = "100GB",
-        punctuation: str = "remove",
+        **settings: Any,
     ) -> None:
-        super().__init__()
-        del path, val_path, global_batch_size  # shortcuts for the sources; train.py derives batch_size
+        # path, val_path: one-source shortcuts, which configs/data/shards.yaml puts into sources and val_sources
         if not sources or any(not s.get("path") for s in sources):
             raise ValueError(
                 f"data.sources is not set{experiment_hint}: give prepared shard folders/URLs, e.g. "
                 "data.sources='[{path: data/shards/howto100m, weight: 0.5}, {path: data/shards/audioset, weight: 0.5}]' "
                 "(make them with `python -m vatt.data.prepare ...`)"
             )
-        self.sources = [dict(s) for s in sources]
-        self.weights = [float(s.get("weight", 1.0)) for s in self.sources]
-        if any(not w > 0 for w in self.weights):
-            raise UserError(f"data.sources: every weight must be positive, got {self.weights}")
+        weights = [float(s.get("weight", 1.0)) for s in sources]
+        if any(not w > 0 for w in weights):
+            raise UserError(f"data.sources: every weight must be positive, got {weights}")
         if mix not in MIXES:
             raise UserError(f"data.mix={mix!r}: choose weighted (draw by the sources' weights) or all (every clip of "
                             "every source once per epoch)")
+        super().__init__(persistent_workers=persistent_workers, seed=seed, **settings)
+        self.sources, self.weights = [dict(s) for s in sources], weights
         self.mix = mix
         self.max_cache_size = max_cache_size
         self.val_sources = [dict(s) for s in (val_sources or []) if s.get("path")]
-        self.clip = dataclasses.replace(ClipConfig.of(clip), sampling=sampling, max_caption_distance=max_caption_distance)
-        self.augment = Augment.of(augment)
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = default_num_workers(num_workers)
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and self.num_workers > 0
-        self.vocab, self.max_vocab, self.punctuation = vocab, max_vocab, punctuation
         self.cache_dir = Path(cache_dir)
-        self.seed = seed
-        self.tokenizer: WordTokenizer | None = None
 
     def _vocab_key(self) -> dict[str, Any]:
         """What the built vocabulary depends on: the training sources (with their preparation fingerprints)."""
@@ -382,21 +353,11 @@ class ShardsDataModule(CaptionDataModule):
             dataset = CombinedStreamingDataset(datasets, seed=self.seed, iterate_over_all=True)
         else:
             dataset = WeightedMix(datasets, seed=self.seed, weights=self.weights, iterate_over_all=False)
-        return StreamingDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers,
-            drop_last=True,  # equal batches on every rank for the gathered losses and BN
-        )
+        return StreamingDataLoader(dataset, **self.loader_kwargs(train=True))
 
     def val_dataloader(self) -> StreamingDataLoader | list:
         if not self.val_sources:
             return []
         datasets = [self._dataset(s["path"], False, i) for i, s in enumerate(self.val_sources)]
         dataset = datasets[0] if len(datasets) == 1 else CombinedStreamingDataset(datasets, iterate_over_all=True)
-        return StreamingDataLoader(
-            dataset, batch_size=self.val_batch_size, num_workers=self.num_workers, persistent_workers=self.persistent_workers,
-            generator=own_generator(),
-        )
+        return StreamingDataLoader(dataset, **self.loader_kwargs(train=False))

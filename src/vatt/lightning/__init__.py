@@ -1,5 +1,7 @@
 """Lightning glue around the VATT library (the library never imports this)."""
 
+from vatt.schedules import warmup_cosine
+
 from .callbacks import (
     EmbeddingViews,
     FinalValidation,
@@ -13,7 +15,7 @@ from .callbacks import (
     RandomState,
     RunConfig,
 )
-from .pretrain import VATTPretrainModule, warmup_cosine
+from .pretrain import VATTPretrainModule
 from .strategies import fsdp_strategy
 
 __all__ = ["VATTPretrainModule", "warmup_cosine", "fsdp_strategy", "LastCheckpoint", "LoggingInterval", "ModelSummary", "RandomState", "RunConfig",

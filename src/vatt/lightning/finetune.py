@@ -17,7 +17,6 @@ and d' for multi-label sets (``vatt.metrics``).
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import lightning as L
@@ -30,20 +29,13 @@ from vatt.metrics import average_views, classification_metrics
 from vatt.models import ClassifierHead, create_model
 from vatt.errors import UserError
 from vatt.pretrained import load_classifier, load_pretrained, weights_kind, weights_sha256
+from vatt.schedules import warmup_cosine
 
 from .hparams import input_geometry
 
 log = logging.getLogger(__name__)
 
 OUTPUT_KEYS = ("logits", "labels", "valid")
-
-
-def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the base lr: linear 0 -> 1 over ``warmup_steps``, then a cosine to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class VATTFinetuneModule(L.LightningModule):
@@ -202,12 +194,10 @@ class VATTFinetuneModule(L.LightningModule):
         opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
 
         def factor(step: int) -> float:
-            if step < s["warmup_steps"]:
-                return step / max(1, s["warmup_steps"])
-            if not s["total_steps"]:
+            if step >= s["warmup_steps"] and not s["total_steps"]:
                 # asked only after warmup, once the trainer knows its loaders (as in pretraining)
                 s["total_steps"] = int(self.trainer.estimated_stepping_batches)
-            return cosine_with_warmup(step, s["warmup_steps"], s["total_steps"])
+            return warmup_cosine(step, s["warmup_steps"], s["total_steps"])  # warmup does not read total_steps
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

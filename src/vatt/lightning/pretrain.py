@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from vatt.losses import mil_nce_loss, nce_loss
 from vatt.metrics import SMOKE_CHANCE, retrieval_metrics
 from vatt.models import create_model
 from vatt.pretrained import MODEL_KEY  # where the model's own config goes in a checkpoint
+from vatt.schedules import warmup_cosine
 
 from .hparams import backbone_kwargs
 
@@ -63,14 +63,6 @@ def validation_retrieval(outputs: dict[str, torch.Tensor]) -> dict[str, float]:
         metrics.update({f"val/t2v_{k}": v for k, v in t2v.items()})
         metrics["val/t2v_chance_R@10"] = min(1.0, 10 / int(has_text.sum()))
     return metrics
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, lr: float, final_lr: float) -> float:
-    """Linear warmup 0 -> lr over ``warmup_steps``, then half-cosine from lr to ``final_lr`` at ``total_steps``."""
-    if step < warmup_steps:
-        return lr * step / max(1, warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return final_lr + (lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class VATTPretrainModule(L.LightningModule):

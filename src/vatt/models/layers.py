@@ -40,13 +40,11 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` whose CPU training mask comes from ``keep_mask`` (PyTorch's ``bernoulli_`` costs ~6 ns an entry on CPU).
 
     Same semantics (zero with probability ``p``, scale the rest by 1/(1-p)), same
-    state dict; GPUs, eval mode and ``fast = False`` use ``nn.Dropout`` itself.
+    state dict; GPUs and eval mode use ``nn.Dropout`` itself.
     """
 
-    fast = True
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.p > 0 and self.fast and x.device.type == "cpu") or self.p >= 1:
+        if not (self.training and self.p > 0 and x.device.type == "cpu") or self.p >= 1:
             return super().forward(x)
         return torch.mul(x, keep_mask(x.shape, self.p, device=x.device)).mul_(1.0 / (1.0 - self.p))
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..clip import Augment, ClipConfig
+from ..labeled import LabeledClipDataset
 from . import Item, Listing, Split, import_lister, list_dataset
 
 log = logging.getLogger("vatt.data")
@@ -104,8 +105,6 @@ class DownstreamData:
         tower); ``num_crops`` replaces ``data.num_crops`` where a task reads one crop
         (audio, retrieval).
         """
-        from ..labeled import LabeledClipDataset  # which imports this package's Item
-
         listing = self.listing()
         modality = "image" if listing.modality == "image" else (modality or self.modality)
         return LabeledClipDataset(items, modality, clip, mode, len(listing.classes), listing.multilabel, augment,

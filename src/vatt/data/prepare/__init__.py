@@ -66,14 +66,14 @@ from ...interrupts import STOP_SIGNALS, Stopped, children_ignore_stop_signals, r
 from ...progress import Progress
 from .common import KINDS, PREPARE_VERSION, SKIPPED, STOP_FLAG, SUMMARY, PrepareError, parse_bytes
 from .listers import (
-    _apply_parent_checks,
-    _list_audioset,
-    _list_howto100m,
-    _list_manifest,
+    apply_parent_checks,
+    list_audioset,
+    list_howto100m,
+    list_manifest,
 )
-from .output import _Out
-from .report import _report, _skip_record
-from .worker import _process
+from .output import Output
+from .report import print_report, skip_record
+from .worker import process_input
 
 
 def _default_start_method() -> str | None:
@@ -149,11 +149,205 @@ def _supervise_workers(work: Path, console: Any, total: int, progress: bool) -> 
             flag.unlink(missing_ok=True)
 
 
-def _index_count(out: _Out) -> int:
+def _index_count(out: Output) -> int:
     text = out.read_text("index.json")
     if text is None:
         raise PrepareError(f"{out.spec}: litdata wrote no index.json")
     return sum(int(c["chunk_size"]) for c in json.loads(text)["chunks"])
+
+
+def _arguments(kind: str, out: str | Path, *, manifest: str | Path | None, videos: str | Path | None,
+               captions: str | Path | None, segments: str | Path | None, workers: int, chunk_bytes: int | str,
+               require_captions: bool, require_video: bool, min_duration: float, transcode: int | None,
+               source: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's arguments as ``summary.json`` records them, and the input paths its kind needs; ``ValueError``s."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    needs = {"manifest": {"manifest": manifest}, "howto100m": {"videos": videos, "captions": captions},
+             "audioset": {"videos": videos, "segments": segments}}[kind]
+    missing = [f"--{k}" for k, v in needs.items() if v is None]
+    if missing:
+        raise ValueError(f"{kind} needs {' and '.join(missing)}")
+    if kind == "audioset" and require_captions:
+        raise ValueError("AudioSet clips have no captions: --require-captions would skip them all")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if transcode is not None and (int(transcode) < 2 or int(transcode) % 2):
+        raise ValueError(f"--transcode needs an even short side >= 2 (H.264 4:2:0), got {transcode}")
+    if not (min_duration >= 0):
+        raise ValueError(f"min_duration must be >= 0, got {min_duration}")
+    args = {
+        "kind": kind, "out": str(out), "manifest": manifest and str(manifest), "videos": videos and str(videos),
+        "captions": captions and str(captions), "segments": segments and str(segments), "workers": int(workers),
+        "chunk_bytes": parse_bytes(chunk_bytes), "require_captions": bool(require_captions),
+        "min_duration": float(min_duration), "transcode": int(transcode) if transcode is not None else None,
+        "source": source or kind,
+    }
+    if require_video:  # only when set, so that the datasets prepared without it keep their fingerprint
+        args["require_video"] = True
+    return args, needs
+
+
+def _list_inputs(kind: str, needs: dict[str, Any], require_captions: bool, require_video: bool) -> list[dict[str, Any]]:
+    """Every input of the run as an entry, with the parent's cheap checks applied (``entry["skip"]``)."""
+    if kind == "manifest":
+        entries = list_manifest(Path(needs["manifest"]))
+    elif kind == "howto100m":
+        entries = list_howto100m(Path(needs["videos"]), Path(needs["captions"]))
+    else:
+        entries = list_audioset(Path(needs["videos"]), Path(needs["segments"]), need_video=bool(require_video))
+    apply_parent_checks(entries, require_captions)
+    return entries
+
+
+def _fingerprint(args: dict[str, Any], needs: dict[str, Any], entries: list[dict[str, Any]]) -> str:
+    """A hash of everything the output depends on (not ``out``, ``workers`` or progress)."""
+
+    def stat(p: str | None) -> list[int] | None:
+        if p is None:
+            return None
+        s = os.stat(p)
+        return [s.st_size, s.st_mtime_ns]
+
+    fp_args = {k: v for k, v in args.items() if k not in ("out", "workers")}
+    fp_args.update({k: str(Path(v).absolute()) for k, v in needs.items()})
+    hasher = hashlib.sha256(json.dumps({"version": PREPARE_VERSION, "args": fp_args}, sort_keys=True).encode())
+    for e in entries:  # one at a time: HowTo100M's captions are gigabytes as one string
+        row = [e["id"], e["input"], e["path"], stat(e["path"]) if not e["skip"] else None, e["captions"],
+               e["labels"], e["need_video"], e["skip"]]
+        hasher.update(json.dumps(row, sort_keys=True).encode() + b"\n")
+    return hasher.hexdigest()
+
+
+def _finished_run(dest: Output, fingerprint: str, console: Any) -> dict[str, Any] | None:
+    """The summary of a finished dataset in ``dest`` made with the same arguments and inputs, if there is one."""
+    old = dest.read_text(SUMMARY)
+    if old is None:
+        return None
+    with contextlib.suppress(ValueError):
+        summary = json.loads(old)
+        if summary.get("fingerprint") == fingerprint and summary.get("complete") and dest.exists("index.json"):
+            console.print(
+                f"{dest.spec}: up to date ({summary['kept']} clips kept, {summary['skipped']} inputs skipped, "
+                f"same arguments and inputs as the finished run there); nothing to do (--force rebuilds)",
+                markup=False,
+            )
+            return summary
+    return None
+
+
+def _start_build(dest: Output, fingerprint: str, todo: list[dict[str, Any]], console: Any) -> tuple[Path, int]:
+    """Invalidate the old dataset (``summary.json`` marks a finished one): the work folder and the inputs resumed.
+
+    litdata then deletes the old index and chunks (``mode="overwrite"``).
+    """
+    dest.check_ours()
+    dest.delete(SUMMARY)
+    dest.delete(SKIPPED)
+    if dest.path is not None:
+        dest.path.mkdir(parents=True, exist_ok=True)
+    work = dest.work_dir(fingerprint)
+    finished_before = {int(p.stem) for p in (work / "done").glob("*.json")}
+    resumed = sum(1 for e in todo if e["index"] in finished_before)
+    if resumed:
+        console.print(f"resuming an interrupted run: {resumed} of {len(todo)} inputs were finished before and are "
+                      "not processed again", markup=False)
+    return work, resumed
+
+
+def _run_workers(dest: Output, work: Path, todo: list[dict[str, Any]], args: dict[str, Any], n_workers: int,
+                 progress: bool, start_method: str | None, console: Any) -> None:
+    """``litdata.optimize`` over the inputs to do; ``Stopped`` when a stop signal ended it early."""
+    cfg = {"log_dir": str(work / "logs"), "work_dir": str(work), "min_duration": args["min_duration"],
+           "transcode": args["transcode"], "source": args["source"]}
+    # litdata sets the process-wide start method and a SIGINT handler: put both back afterwards
+    old_sigint, old_method = signal.getsignal(signal.SIGINT), mp.get_start_method(allow_none=True)
+    import litdata
+
+    try:
+        with _supervise_workers(work, console, len(todo), progress) as stop, \
+                _environ(DATA_OPTIMIZER_CACHE_FOLDER=str(work / "cache" / "chunks"),
+                         DATA_OPTIMIZER_DATA_CACHE_FOLDER=str(work / "cache" / "data")):
+            litdata.optimize(
+                fn=functools.partial(process_input, cfg),
+                inputs=[json.dumps(e) for e in todo],
+                output_dir=dest.spec if dest.remote else str(dest.path),
+                chunk_bytes=args["chunk_bytes"],
+                num_workers=n_workers,
+                mode="overwrite",
+                verbose=False,  # its own progress and notices; ours counts the finished inputs
+                start_method=start_method or _default_start_method(),
+            )
+    finally:
+        signal.signal(signal.SIGINT, old_sigint)
+        mp.set_start_method(old_method, force=True)
+    if stop["signal"] is not None:
+        dest.delete("index.json")  # the chunks hold part of the inputs: nothing may stream them
+        done = len(list((work / "done").glob("*.json")))
+        console.print(f"stopped by {stop['signal'].name}: {done} of {len(todo)} inputs are finished and kept in "
+                      f"{work}; rerun the same command to process the other {len(todo) - done}", markup=False)
+        raise Stopped(stop["signal"])
+
+
+def _worker_records(log_dir: Path, todo: list[dict[str, Any]], dest: Output) -> dict[int, dict[str, Any]]:
+    """The workers' logs merged (input index -> outcome); ``PrepareError`` when an input or a sample got lost."""
+    records: dict[int, dict[str, Any]] = {}
+    for log_file in sorted(log_dir.glob("worker-*.jsonl")):
+        for line in log_file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                records[r["index"]] = r
+    lost = [e["input"] for e in todo if e["index"] not in records]
+    kept = sum(1 for r in records.values() if r["status"] == "kept")
+    written = _index_count(dest) if kept else 0
+    if lost or written != kept:
+        dest.delete("index.json")  # so nothing streams the partial dataset; the next run starts over
+        raise PrepareError(
+            f"{dest.spec}: incomplete run ({len(lost)} inputs without a result, e.g. {lost[:3]}; "
+            f"{written} samples written for {kept} kept); rerun the same command: inputs finished so far are "
+            "not processed again"
+        )
+    return records
+
+
+def _finish(dest: Output, console: Any, args: dict[str, Any], fingerprint: str, inputs: int,
+            parent_skips: list[dict[str, Any]], records: dict[int, dict[str, Any]], resumed: int,
+            t0: float) -> dict[str, Any]:
+    """Write ``skipped.jsonl``, report, then write ``summary.json`` (last: it marks the dataset as finished)."""
+    kept = [r for r in records.values() if r["status"] == "kept"]
+    worker_skips = [skip_record(r, r["reason"], r["detail"]) | {"_index": r["index"]}
+                    for r in records.values() if r["status"] == "skipped"]
+    skipped = sorted(parent_skips + worker_skips, key=lambda r: r.pop("_index"))
+    counts = Counter(r["reason"] for r in skipped)
+    summary = {
+        "version": PREPARE_VERSION,
+        "complete": True,
+        "fingerprint": fingerprint,
+        "kind": args["kind"],
+        "source": args["source"],
+        "out": dest.spec,
+        "args": args,
+        "inputs": inputs,
+        "kept": len(kept),
+        "skipped": len(skipped),
+        "skipped_by_reason": dict(sorted(counts.items())),
+        "kept_seconds": round(sum(r["duration"] for r in kept), 3),
+        "kept_with_captions": sum(1 for r in kept if r["captions"]),
+        "kept_audio_only": sum(1 for r in kept if not r["has_video"]),
+        "kept_without_audio": sum(1 for r in kept if not r["has_audio"]),
+        "media_bytes": sum(r["bytes"] for r in kept),
+        "resumed_inputs": resumed,
+        "elapsed_s": round(time.perf_counter() - t0, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files": {"skipped": SKIPPED},
+    }
+    dest.write_text(SKIPPED, "".join(json.dumps(r) + "\n" for r in skipped))
+    print_report(console, summary, skipped)
+    if not kept:
+        dest.delete("index.json")  # litdata's empty index: nothing to stream
+        raise PrepareError(f"{args['kind']}: every input was skipped; see {dest.spec.rstrip('/')}/{SKIPPED}")
+    dest.write_text(SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def prepare(
@@ -196,94 +390,29 @@ def prepare(
 
     t0 = time.perf_counter()
     console = Console(highlight=False, soft_wrap=True)
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    needs = {"manifest": {"manifest": manifest}, "howto100m": {"videos": videos, "captions": captions},
-             "audioset": {"videos": videos, "segments": segments}}[kind]
-    missing = [f"--{k}" for k, v in needs.items() if v is None]
-    if missing:
-        raise ValueError(f"{kind} needs {' and '.join(missing)}")
-    if kind == "audioset" and require_captions:
-        raise ValueError("AudioSet clips have no captions: --require-captions would skip them all")
-    if int(workers) < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if transcode is not None and (int(transcode) < 2 or int(transcode) % 2):
-        raise ValueError(f"--transcode needs an even short side >= 2 (H.264 4:2:0), got {transcode}")
-    if not (min_duration >= 0):
-        raise ValueError(f"min_duration must be >= 0, got {min_duration}")
-    chunk = parse_bytes(chunk_bytes)
-    source = source or kind
-    args = {
-        "kind": kind, "out": str(out), "manifest": manifest and str(manifest), "videos": videos and str(videos),
-        "captions": captions and str(captions), "segments": segments and str(segments), "workers": int(workers),
-        "chunk_bytes": chunk, "require_captions": bool(require_captions), "min_duration": float(min_duration),
-        "transcode": int(transcode) if transcode is not None else None, "source": source,
-    }
-    if require_video:  # only when set, so that the datasets prepared without it keep their fingerprint
-        args["require_video"] = True
-
-    # 1. list the inputs, cheap checks in the parent
-    if kind == "manifest":
-        entries = _list_manifest(Path(manifest))
-    elif kind == "howto100m":
-        entries = _list_howto100m(Path(videos), Path(captions))
-    else:
-        entries = _list_audioset(Path(videos), Path(segments), need_video=bool(require_video))
-    _apply_parent_checks(entries, require_captions)
+    args, needs = _arguments(kind, out, manifest=manifest, videos=videos, captions=captions, segments=segments,
+                             workers=workers, chunk_bytes=chunk_bytes, require_captions=require_captions,
+                             require_video=require_video, min_duration=min_duration, transcode=transcode,
+                             source=source)
+    # 1. list the inputs, cheap checks in the parent; 2. fingerprint them
+    entries = _list_inputs(kind, needs, require_captions, require_video)
     todo = [e for e in entries if not e["skip"]]
-
-    # 2. fingerprint: everything the output depends on (not workers / progress)
-    def stat(p: str | None) -> list[int] | None:
-        if p is None:
-            return None
-        s = os.stat(p)
-        return [s.st_size, s.st_mtime_ns]
-
-    fp_args = {k: v for k, v in args.items() if k not in ("out", "workers")}
-    fp_args.update({k: str(Path(v).absolute()) for k, v in needs.items()})
-    hasher = hashlib.sha256(json.dumps({"version": PREPARE_VERSION, "args": fp_args}, sort_keys=True).encode())
-    for e in entries:  # one at a time: HowTo100M's captions are gigabytes as one string
-        row = [e["id"], e["input"], e["path"], stat(e["path"]) if not e["skip"] else None, e["captions"],
-               e["labels"], e["need_video"], e["skip"]]
-        hasher.update(json.dumps(row, sort_keys=True).encode() + b"\n")
-    fingerprint = hasher.hexdigest()
+    fingerprint = _fingerprint(args, needs, entries)
 
     allow_plain_http()  # an http:// AWS_ENDPOINT_URL (set after import)
-    dest = _Out(out)
-    old = None if force else dest.read_text(SUMMARY)
-    if old is not None:
-        with contextlib.suppress(ValueError):
-            summary = json.loads(old)
-            if summary.get("fingerprint") == fingerprint and summary.get("complete") and dest.exists("index.json"):
-                console.print(
-                    f"{dest.spec}: up to date ({summary['kept']} clips kept, {summary['skipped']} inputs skipped, "
-                    f"same arguments and inputs as the finished run there); nothing to do (--force rebuilds)",
-                    markup=False,
-                )
-                return {**summary, "up_to_date": True}
+    dest = Output(out)
+    summary = None if force else _finished_run(dest, fingerprint, console)
+    if summary is not None:
+        return {**summary, "up_to_date": True}
 
-    parent_skips = [_skip_record(e, *e["skip"]) | {"_index": e["index"]} for e in entries if e["skip"]]
+    parent_skips = [skip_record(e, *e["skip"]) | {"_index": e["index"]} for e in entries if e["skip"]]
     if not todo:
         summary = {"kind": kind, "out": dest.spec, "inputs": len(entries), "kept": 0, "skipped": len(entries)}
-        _report(console, summary, parent_skips)
+        print_report(console, summary, parent_skips)
         raise PrepareError(f"{kind}: no usable input ({len(entries)} inputs, all skipped); {dest.spec} is unchanged")
 
-    # 3. build: invalidate the old dataset first (summary.json marks a finished one),
-    #    then litdata deletes the old index and chunks (mode="overwrite")
-    dest.check_ours()
-    dest.delete(SUMMARY)
-    dest.delete(SKIPPED)
-    if dest.path is not None:
-        dest.path.mkdir(parents=True, exist_ok=True)
-    work = dest.work_dir(fingerprint)
-    log_dir = work / "logs"
-    finished_before = {int(p.stem) for p in (work / "done").glob("*.json")}
-    resumed = sum(1 for e in todo if e["index"] in finished_before)
-    if resumed:
-        console.print(f"resuming an interrupted run: {resumed} of {len(todo)} inputs were finished before and are "
-                      "not processed again", markup=False)
-    cfg = {"log_dir": str(log_dir), "work_dir": str(work), "min_duration": float(min_duration),
-           "transcode": args["transcode"], "source": source}
+    # 3. build
+    work, resumed = _start_build(dest, fingerprint, todo, console)
     n_workers = min(int(workers), len(todo))
     console.print(
         f"{kind}: {len(entries)} inputs, {len(entries) - len(todo)} skipped by the first checks, "
@@ -292,84 +421,10 @@ def prepare(
     )
     finished = False
     try:
-        # litdata sets the process-wide start method and a SIGINT handler: put both back afterwards
-        old_sigint, old_method = signal.getsignal(signal.SIGINT), mp.get_start_method(allow_none=True)
-        import litdata
-
-        try:
-            with _supervise_workers(work, console, len(todo), progress) as stop, \
-                    _environ(DATA_OPTIMIZER_CACHE_FOLDER=str(work / "cache" / "chunks"),
-                             DATA_OPTIMIZER_DATA_CACHE_FOLDER=str(work / "cache" / "data")):
-                litdata.optimize(
-                    fn=functools.partial(_process, cfg),
-                    inputs=[json.dumps(e) for e in todo],
-                    output_dir=dest.spec if dest.remote else str(dest.path),
-                    chunk_bytes=chunk,
-                    num_workers=n_workers,
-                    mode="overwrite",
-                    verbose=False,  # its own progress and notices; ours counts the finished inputs
-                    start_method=start_method or _default_start_method(),
-                )
-        finally:
-            signal.signal(signal.SIGINT, old_sigint)
-            mp.set_start_method(old_method, force=True)
-
-        if stop["signal"] is not None:
-            dest.delete("index.json")  # the chunks hold part of the inputs: nothing may stream them
-            done = len(list((work / "done").glob("*.json")))
-            console.print(f"stopped by {stop['signal'].name}: {done} of {len(todo)} inputs are finished and kept in "
-                          f"{work}; rerun the same command to process the other {len(todo) - done}", markup=False)
-            raise Stopped(stop["signal"])
-
+        _run_workers(dest, work, todo, args, n_workers, progress, start_method, console)
         # 4. merge the workers' logs, check that nothing got lost, write the reports
-        records: dict[int, dict[str, Any]] = {}
-        for log_file in sorted(log_dir.glob("worker-*.jsonl")):
-            for line in log_file.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["index"]] = r
-        lost = [e["input"] for e in todo if e["index"] not in records]
-        kept = [r for r in records.values() if r["status"] == "kept"]
-        written = _index_count(dest) if kept else 0
-        if lost or written != len(kept):
-            dest.delete("index.json")  # so nothing streams the partial dataset; the next run starts over
-            raise PrepareError(
-                f"{dest.spec}: incomplete run ({len(lost)} inputs without a result, e.g. {lost[:3]}; "
-                f"{written} samples written for {len(kept)} kept); rerun the same command: inputs finished so far are "
-                "not processed again"
-            )
-        worker_skips = [_skip_record(r, r["reason"], r["detail"]) | {"_index": r["index"]}
-                        for r in records.values() if r["status"] == "skipped"]
-        skipped = sorted(parent_skips + worker_skips, key=lambda r: r.pop("_index"))
-        counts = Counter(r["reason"] for r in skipped)
-        summary = {
-            "version": PREPARE_VERSION,
-            "complete": True,
-            "fingerprint": fingerprint,
-            "kind": kind,
-            "source": source,
-            "out": dest.spec,
-            "args": args,
-            "inputs": len(entries),
-            "kept": len(kept),
-            "skipped": len(skipped),
-            "skipped_by_reason": dict(sorted(counts.items())),
-            "kept_seconds": round(sum(r["duration"] for r in kept), 3),
-            "kept_with_captions": sum(1 for r in kept if r["captions"]),
-            "kept_audio_only": sum(1 for r in kept if not r["has_video"]),
-            "kept_without_audio": sum(1 for r in kept if not r["has_audio"]),
-            "media_bytes": sum(r["bytes"] for r in kept),
-            "resumed_inputs": resumed,
-            "elapsed_s": round(time.perf_counter() - t0, 2),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": {"skipped": SKIPPED},
-        }
-        dest.write_text(SKIPPED, "".join(json.dumps(r) + "\n" for r in skipped))
-        _report(console, summary, skipped)
-        if not kept:
-            dest.delete("index.json")  # litdata's empty index: nothing to stream
-            raise PrepareError(f"{kind}: every input was skipped; see {dest.spec.rstrip('/')}/{SKIPPED}")
-        dest.write_text(SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: marks the dataset as finished
+        records = _worker_records(work / "logs", todo, dest)
+        summary = _finish(dest, console, args, fingerprint, len(entries), parent_skips, records, resumed, t0)
         finished = True
         return {**summary, "up_to_date": False}
     finally:

@@ -25,16 +25,16 @@ TMP_DIR = ".prepare-tmp"
 # in the work folder while a stop signal is being handled: workers take no new input
 STOP_FLAG = "stop"
 # what a local output folder may contain before we delete chunks in it
-_OURS = {SUMMARY, SKIPPED, TMP_DIR, "index.json", ".checkpoints"}
+OURS = {SUMMARY, SKIPPED, TMP_DIR, "index.json", ".checkpoints"}
 
-_DECODE_CHECK_PACKETS = 2000  # packets demuxed at most to find the first frame of each stream
+DECODE_CHECK_PACKETS = 2000  # packets demuxed at most to find the first frame of each stream
 
 
 class PrepareError(RuntimeError):
     """The run cannot produce a dataset (no valid input, a worker died, ...)."""
 
 
-class _Skip(Exception):
+class Skip(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail

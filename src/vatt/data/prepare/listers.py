@@ -14,7 +14,7 @@ from ..layouts import (
     index_media_folder,
     read_audioset_segments,
 )
-from ..manifest import clean_captions
+from ..manifest import clean_captions, manifest_lines
 from .common import R_BAD_ENTRY, R_DUPLICATE, R_MISSING, R_NO_CAPTIONS
 
 
@@ -44,21 +44,12 @@ def _entry(index: int, name: str, id: str | None = None, path: Path | None = Non
 # --------------------------------------------------------------------------- listing the inputs (parent)
 
 
-def _list_manifest(manifest: Path) -> list[dict[str, Any]]:
-    if not manifest.is_file():
-        raise FileNotFoundError(f"manifest {manifest} does not exist")
+def list_manifest(manifest: Path) -> list[dict[str, Any]]:
     entries = []
-    for lineno, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, item, problem in manifest_lines(manifest):
         where, index = f"{manifest.name}:{lineno}", len(entries)
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            entries.append(_entry(index, where, where=where, skip=(R_BAD_ENTRY, f"not JSON ({e.msg})")))
-            continue
-        if not isinstance(item, dict) or not isinstance(item.get("video"), str) or not item["video"].strip():
-            entries.append(_entry(index, where, where=where, skip=(R_BAD_ENTRY, "no 'video' path")))
+        if item is None:
+            entries.append(_entry(index, where, where=where, skip=(R_BAD_ENTRY, problem)))
             continue
         rel = item["video"]
         given_id = item.get("id")
@@ -73,7 +64,7 @@ def _list_manifest(manifest: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _list_howto100m(videos: Path, captions_file: Path) -> list[dict[str, Any]]:
+def list_howto100m(videos: Path, captions_file: Path) -> list[dict[str, Any]]:
     if not captions_file.is_file():
         raise FileNotFoundError(f"captions file {captions_file} does not exist")
     with captions_file.open(encoding="utf-8") as f:
@@ -105,7 +96,7 @@ def _list_howto100m(videos: Path, captions_file: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _list_audioset(videos: Path, segments: Path, need_video: bool = False) -> list[dict[str, Any]]:
+def list_audioset(videos: Path, segments: Path, need_video: bool = False) -> list[dict[str, Any]]:
     if not segments.is_file():
         raise FileNotFoundError(f"segments file {segments} does not exist")
     files = index_media_folder(videos, VIDEO_EXTS + AUDIO_EXTS)
@@ -139,7 +130,7 @@ def _list_audioset(videos: Path, segments: Path, need_video: bool = False) -> li
     return entries
 
 
-def _apply_parent_checks(entries: list[dict[str, Any]], require_captions: bool) -> None:
+def apply_parent_checks(entries: list[dict[str, Any]], require_captions: bool) -> None:
     """Duplicate ids and missing captions, in input order (the first of an id wins)."""
     seen: dict[str, str] = {}
     for e in entries:

@@ -8,10 +8,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .common import _OURS, TMP_DIR
+from .common import OURS, TMP_DIR
 
 
-class _Out:
+class Output:
+    """Where ``prepare`` writes: a local folder (``path``) or an object-store prefix (``url``, ``remote``)."""
+
     def __init__(self, out: str | Path) -> None:
         self.spec = str(out)
         self.remote = "://" in self.spec
@@ -66,7 +68,7 @@ class _Out:
             raise NotADirectoryError(f"--out {self.path} is a file")
         foreign = sorted(
             p.name for p in self.path.iterdir()
-            if p.name not in _OURS and not p.name.endswith((".bin", ".partial", "index.json"))
+            if p.name not in OURS and not p.name.endswith((".bin", ".partial", "index.json"))
         )
         if foreign:
             raise FileExistsError(

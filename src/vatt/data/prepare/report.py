@@ -8,7 +8,7 @@ from typing import Any
 from .common import SKIPPED
 
 
-def _report(console: Any, summary: dict[str, Any], skipped: list[dict[str, Any]], examples: int = 3) -> None:
+def print_report(console: Any, summary: dict[str, Any], skipped: list[dict[str, Any]], examples: int = 3) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -39,7 +39,7 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
-def _skip_record(e: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+def skip_record(e: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     record = {"input": e["input"], "reason": reason, "detail": detail, "id": e["id"]}
     if e.get("where"):
         record["where"] = e["where"]

@@ -16,7 +16,7 @@ import av
 from ...interrupts import obey_parent_only
 from ..media import MediaError, media_name, open_media, probe_duration, read_clip, real_stream
 from .common import (
-    _DECODE_CHECK_PACKETS,
+    DECODE_CHECK_PACKETS,
     MAX_ATTEMPTS,
     STOP_FLAG,
     R_CRASH,
@@ -26,7 +26,7 @@ from .common import (
     R_TOO_SHORT,
     R_TRANSCODE,
     R_UNREADABLE,
-    _Skip,
+    Skip,
 )
 
 
@@ -51,7 +51,7 @@ def _probe(src: str | bytes) -> dict[str, Any]:
                     with contextlib.suppress(av.error.InvalidDataError):
                         if packet.decode():
                             decoded.add(packet.stream.index)
-                if duration > 0 and (len(decoded) == len(wanted) or n >= _DECODE_CHECK_PACKETS):
+                if duration > 0 and (len(decoded) == len(wanted) or n >= DECODE_CHECK_PACKETS):
                     break
     except (av.error.FFmpegError, OSError) as e:
         raise MediaError(f"{name}: cannot read ({e})") from e
@@ -149,7 +149,7 @@ def _transcode(src: str, short_side: int, dst: Path) -> bytes:
                 if s is not None:
                     out.mux(s.encode(None))
     except av.error.FFmpegError as e:
-        raise _Skip(R_TRANSCODE, f"{src}: {e}") from e
+        raise Skip(R_TRANSCODE, f"{src}: {e}") from e
     return dst.read_bytes()
 
 
@@ -157,11 +157,11 @@ def _build_sample(cfg: dict[str, Any], item: dict[str, Any]) -> tuple[dict[str, 
     path = item["path"]
     info = _probe(path)
     if item["need_video"] and not info["has_video"]:
-        raise _Skip(R_NO_VIDEO, f"{path} has no video stream" + (" (audio only)" if info["has_audio"] else ""))
+        raise Skip(R_NO_VIDEO, f"{path} has no video stream" + (" (audio only)" if info["has_audio"] else ""))
     if not info["has_video"] and not info["has_audio"]:
-        raise _Skip(R_NO_STREAM, f"{path} has no decodable audio or video stream")
+        raise Skip(R_NO_STREAM, f"{path} has no decodable audio or video stream")
     if info["duration"] < cfg["min_duration"]:
-        raise _Skip(R_TOO_SHORT, f"{info['duration']:.2f} s < {cfg['min_duration']:g} s")
+        raise Skip(R_TOO_SHORT, f"{info['duration']:.2f} s < {cfg['min_duration']:g} s")
     _check_decodes(path, info)
     if cfg["transcode"]:
         tmp = Path(cfg["work_dir"]) / f"transcode-{os.getpid()}-{uuid.uuid4().hex}.mp4"
@@ -173,7 +173,7 @@ def _build_sample(cfg: dict[str, Any], item: dict[str, Any]) -> tuple[dict[str, 
             info = _probe(media)
             _check_decodes(media, info)
         except MediaError as e:
-            raise _Skip(R_TRANSCODE, str(e)) from e
+            raise Skip(R_TRANSCODE, str(e)) from e
     else:
         with open(path, "rb") as f:
             media = f.read()
@@ -204,7 +204,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 _SIGNALS_SET = False  # per worker process
 
 
-def _process(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
+def process_input(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
     """litdata's ``fn``: one sample, or None (litdata writes nothing) for a skipped input.
 
     Never raises (an exception in ``fn`` would stop the whole run): every outcome is
@@ -237,10 +237,10 @@ def _process(cfg: dict[str, Any], item_json: str) -> dict[str, Any] | None:
             f.write(b"x")
         try:
             if earlier >= MAX_ATTEMPTS:
-                raise _Skip(R_CRASH, f"the worker processing it died on {earlier} earlier attempts (e.g. a decoder crash)")
+                raise Skip(R_CRASH, f"the worker processing it died on {earlier} earlier attempts (e.g. a decoder crash)")
             sample, info = _build_sample(cfg, item)
             record.update(status="kept", **info)
-        except _Skip as e:
+        except Skip as e:
             record.update(status="skipped", reason=e.reason, detail=e.detail)
         except MediaError as e:
             record.update(status="skipped", reason=R_UNREADABLE, detail=str(e))
