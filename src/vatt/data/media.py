@@ -259,6 +259,14 @@ def _decode(container, name, vstream, astream, seek_to, untimed, start, num_fram
                 break
     except av.error.FFmpegError as e:
         raise MediaError(f"{name}: decoding failed ({e})") from e
+    return _assemble(container, name, video, audio, astream is not None, seeked, at_eof, errors, audio_seen,
+                     data_end, sample_rate, num_samples)
+
+
+def _assemble(container, name: str, video: _VideoSampler | None, audio: _AudioCollector | None, has_audio: bool,
+              seeked: bool, at_eof: bool, errors: list[str], audio_seen: bool, data_end: float, sample_rate: int,
+              num_samples: int) -> Clip:
+    """The clip from what one decode collected; a retry, or a ``MediaError`` naming what is wrong with the file."""
     reason = f" ({errors[0]})" if errors else " (no media data: only a header?)" if data_end == -math.inf else ""
     if seeked and ((video is not None and video.first is None) or (video is None and audio.first is None)):
         raise _Retry()  # nothing after the seek point: maybe it overshot (bisecting demuxers)
@@ -280,7 +288,7 @@ def _decode(container, name, vstream, astream, seek_to, untimed, start, num_fram
         claimed = container.duration / av.time_base
         if claimed > data_end + _TRUNCATION_TOL_S:
             raise MediaError(f"{name}: truncated (data ends at {max(data_end, 0):.2f} s, header says {claimed:.2f} s)")
-    return Clip(video=frames, audio=wave, has_audio=astream is not None, padded=padded)
+    return Clip(video=frames, audio=wave, has_audio=has_audio, padded=padded)
 
 
 def _decode_into(packet: av.Packet, sink, errors: list[str]) -> None:
