@@ -282,8 +282,11 @@ def test_a_dataset_of_ones_own_is_one_lister_module_and_one_config_file(tmp_path
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    import vatt.data.downstream as downstream
     from vatt.data.downstream import registered
     from vatt.eval import CONFIG_DIR, CONFIG_ROOT, evaluate
+
+    monkeypatch.setattr(downstream, "_LISTERS", dict(downstream._LISTERS))  # the toy set is forgotten afterwards
 
     code, configs, root = tmp_path / "code", tmp_path / "configs", tmp_path / "toy"
     for d in (code, configs / "data", root):
@@ -303,8 +306,11 @@ def test_a_dataset_of_ones_own_is_one_lister_module_and_one_config_file(tmp_path
         cfg = compose("eval", overrides=[f"hydra.searchpath=[file://{CONFIG_ROOT},file://{configs}]", "data=toy",
                                           f"data.root={root}", "task=linear_probe", "pretrained=null", "probe.cache_dir=null",
                                           "data.num_windows=1", "num_workers=0", "logger=none"])
-    metrics = evaluate(cfg, tmp_path)
-    assert "toy" in registered()
+    try:
+        metrics = evaluate(cfg, tmp_path)
+        assert "toy" in registered()
+    finally:
+        sys.modules.pop("toy_lister", None)
     assert metrics["num_train"] == 4 and metrics["num_test"] == 4 and metrics["num_skipped"] == 0
     assert metrics["test/top1"] == 1.0  # dark vs bright frames: even random features separate them
     assert json.loads((tmp_path / "metrics.json").read_text())["num_test"] == 4

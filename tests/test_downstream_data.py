@@ -39,7 +39,7 @@ def labels(items: list[Item]) -> list:
 def test_registry_names_every_dataset_and_rejects_an_unknown_name_listing_the_valid_ones(tmp_path):
     assert set(DATASETS) == {"ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "mit", "esc50",
                              "audioset", "msrvtt", "youcook2", "imagenet", "demo"}
-    with pytest.raises(ValueError, match=r"unknown dataset 'ucf-101'; valid names: ucf101, hmdb51, .*, demo"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'ucf-101'; valid names: audioset, demo, esc50, .*, ucf101, youcook2 \(a dataset of your own"):
         list_dataset("ucf-101", tmp_path)
 
 

@@ -173,7 +173,7 @@ def list_dataset(name: str, root: str | Path, **options: Any) -> Listing:
     index lines were skipped.
     """
     if name not in _LISTERS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(registered())} (a dataset of your own: "
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(registered()))} (a dataset of your own: "
                          "@vatt.data.downstream.register in a module named by data.lister)")
     lister, allowed = _LISTERS[name]
     unknown = sorted(set(options) - set(allowed))
