@@ -411,12 +411,12 @@ def test_fine_tuning_signalled_as_a_group_stops_after_the_step_with_its_checkpoi
 @pytest.mark.slow
 def test_eval_signalled_as_a_group_exits_143_and_the_same_command_then_completes(tmp_path, demo_root):
     args = [sys.executable, "-m", "vatt.eval", "task=linear_probe", "data=demo_labels", *_demo_labels(demo_root),
-            "pretrained=null", "num_workers=2", "batch_size=2", "data.num_windows=4", "logger=none"]
+            "pretrained=null", "num_workers=2", "batch_size=2", "data.num_windows=4", "logger=none", "probe.l2_grid=[0.001]"]
     proc = _start_group(args, tmp_path)
     lines = []
     for line in proc.stdout:  # the listing is logged just before the features are extracted
         lines.append(line)
-        if "[vatt.eval]" in line:
+        if "demo: 1 split" in line:
             break
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGTERM)

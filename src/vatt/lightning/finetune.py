@@ -31,7 +31,7 @@ from vatt.errors import UserError
 from vatt.pretrained import load_classifier, load_pretrained, weights_kind, weights_sha256
 from vatt.schedules import warmup_cosine
 
-from .hparams import input_geometry
+from .hparams import compile_options, input_geometry
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class VATTFinetuneModule(L.LightningModule):
         optimizer: dict | None = None,
         scheduler: dict | None = None,
         clip_backbone_grad_norm: float | None = 0.75,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -110,8 +110,9 @@ class VATTFinetuneModule(L.LightningModule):
         )
 
     def configure_model(self) -> None:
-        if self.compile and not isinstance(self.backbone.transformer, torch._dynamo.eval_frame.OptimizedModule):
-            self.backbone.transformer.compile()
+        options = compile_options(self.compile)
+        if options is not None and not isinstance(self.backbone.transformer, torch._dynamo.eval_frame.OptimizedModule):
+            self.backbone.transformer.compile(**options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clips ``[B, 3, T, H, W]`` / ``[B, S]`` -> logits ``[B, C]``."""

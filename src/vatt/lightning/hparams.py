@@ -44,3 +44,14 @@ def backbone_config(hparams: dict[str, Any]) -> VATTConfig:
     """The ``VATTConfig`` that a pretraining module with these hyper-parameters builds (file-loading keys left out)."""
     kwargs = {k: v for k, v in backbone_kwargs(**hparams).items() if k not in FILE_KEYS}
     return VATTConfig.from_preset(kwargs.pop("name"), **kwargs)
+
+
+def compile_options(setting: bool | str | None) -> dict[str, Any] | None:
+    """``model.compile``: false (None here), true (``torch.compile``'s default backend, inductor) or a backend name.
+
+    ``aot_eager`` traces and compiles the graphs without generating kernels: a quick
+    check that a model compiles, e.g. on a CPU-only machine.
+    """
+    if not setting:
+        return None
+    return {} if setting is True else {"backend": str(setting)}

@@ -17,7 +17,7 @@ from vatt.models import create_model
 from vatt.pretrained import MODEL_KEY  # where the model's own config goes in a checkpoint
 from vatt.schedules import warmup_cosine
 
-from .hparams import backbone_kwargs
+from .hparams import backbone_kwargs, compile_options
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class VATTPretrainModule(L.LightningModule):
         loss: dict | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         word_vectors: str | None = None,
         word_vectors_trainable: bool = False,
         vocab: list[str] | None = None,
@@ -132,10 +132,11 @@ class VATTPretrainModule(L.LightningModule):
                  "trained" if trainable else "frozen")
 
     def configure_model(self) -> None:
-        if self.compile and not isinstance(self.model.video.transformer, torch._dynamo.eval_frame.OptimizedModule):
+        options = compile_options(self.compile)
+        if options is not None and not isinstance(self.model.video.transformer, torch._dynamo.eval_frame.OptimizedModule):
             # compile the Transformer stacks: the shapes are static, the glue around them is not
             for enc in (self.model.video, self.model.audio, self.model.text):
-                enc.transformer.compile()
+                enc.transformer.compile(**options)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.model(video=batch["video"], audio=batch["audio"], text=batch["text"], text_mask=batch["text_mask"])
