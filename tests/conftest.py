@@ -14,12 +14,6 @@ import pytest
 import torch
 
 
-# Under pytest-xdist (make test) each worker process gets its share of the cores for torch's threads, so the
-# workers do not oversubscribe the machine; commands the tests start keep torch's default.
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-
-
 def write_av(
     path: Path,
     frames: np.ndarray | None,
