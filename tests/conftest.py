@@ -306,3 +306,52 @@ def fit_with(cfg, recorder) -> dict[str, float]:
         return vt.train(cfg)
     finally:
         vt._instantiate_all = original
+
+
+# --------------------------------------------------------------------------- exact-resume checks
+
+class BatchRecorder:
+    """Callback: a fingerprint of every training batch, keyed by global step."""
+
+    def __new__(cls):
+        from lightning.pytorch.callbacks import Callback
+
+        class _Rec(Callback):
+            def __init__(self):
+                self.batches: dict[int, tuple] = {}
+
+                self.losses: dict[int, float] = {}
+                self.lrs: dict[int, float] = {}
+                self.skipped: dict[int, int] = {}
+
+            def skipped_before(self, step: int) -> int:
+                return sum(n for s, n in self.skipped.items() if s < step)
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self.skipped[trainer.global_step] = int(batch["skipped"].sum()) if "skipped" in batch else 0
+                self.batches[trainer.global_step] = (
+                    tuple(batch["index"].tolist()),
+                    round(float(batch["video"].double().sum()), 3),
+                    round(float(batch["audio"].double().abs().sum()), 3),
+                )
+                self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.losses[trainer.global_step - 1] = float(outputs["loss"])
+
+        return _Rec()
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Two checkpoints hold the same step, weights, Adam moments and schedule."""
+    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    assert ca["global_step"] == cb["global_step"]
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    for k in ca["state_dict"]:
+        assert torch.allclose(ca["state_dict"][k], cb["state_dict"][k], rtol=0, atol=1e-6), k
+    (oa,), (ob,) = ca["optimizer_states"], cb["optimizer_states"]
+    assert oa["state"].keys() == ob["state"].keys() and oa["param_groups"] == ob["param_groups"]
+    for i in oa["state"]:
+        for moment in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.allclose(oa["state"][i][moment], ob["state"][i][moment], rtol=0, atol=1e-6), (i, moment)
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]

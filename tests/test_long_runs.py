@@ -13,9 +13,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from conftest import make_user_copy, read_dataset, recorded_steps, subprocess_env
-from test_shards import BatchRecorder, assert_same_training_state
-from conftest import fit_with, make_cfg, small_data
+from conftest import (BatchRecorder, assert_same_training_state, fit_with, make_cfg, make_user_copy, read_dataset,
+                      recorded_steps, small_data, subprocess_env)
 from vatt.lightning import NonFiniteError
 from vatt.runs import find_last, resume_argv
 

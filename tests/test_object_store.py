@@ -72,7 +72,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 def test_shards_round_trip_through_a_local_s3_server_and_train(s3, demo_root, tmp_path, monkeypatch):
     import litdata
 
-    from test_prepare import read_dataset
+    from conftest import read_dataset
 
     for split in ("train", "val"):
         _run(["-m", "vatt.data.prepare", "manifest", "--manifest", str(demo_root / f"{split}.jsonl"),

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from litdata import StreamingDataLoader, optimize
 
+from conftest import BatchRecorder, assert_same_training_state, fit_with
 from vatt.data.clip import Augment, ClipConfig
 from vatt.data.manifest import load_manifest
 from vatt.data.shards import ClipShardDataset, ShardsDataModule
@@ -105,12 +106,12 @@ def test_a_run_resumed_after_skipped_samples_continues_exactly(shards, demo_root
     write_shards(demo_root / "train.jsonl", data / "train", corrupt=tuple(ids[::4]))  # 4 of 16 clips are bad
     (data / "val").symlink_to(root / "val")
     full = BatchRecorder()
-    _fit(_shards_cfg(tmp_path / "full", data, ["trainer.max_steps=6"]), full)
+    fit_with(_shards_cfg(tmp_path / "full", data, ["trainer.max_steps=6"]), full)
     assert full.skipped_before(3) > 0  # the stop below comes after some skips
-    _fit(_shards_cfg(tmp_path / "stop", data, ["trainer.max_steps=3"]), BatchRecorder())
+    fit_with(_shards_cfg(tmp_path / "stop", data, ["trainer.max_steps=3"]), BatchRecorder())
     ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
     resumed = BatchRecorder()
-    _fit(_shards_cfg(tmp_path / "resume", data, ["trainer.max_steps=6", f"ckpt_path={ckpt}"]), resumed)
+    fit_with(_shards_cfg(tmp_path / "resume", data, ["trainer.max_steps=6", f"ckpt_path={ckpt}"]), resumed)
     assert sorted(resumed.batches) == [3, 4, 5]
     for step in (3, 4, 5):
         assert resumed.batches[step] == full.batches[step]
@@ -151,53 +152,6 @@ def test_datamodule_needs_sources():
         ShardsDataModule(sources=None)
 
 
-class BatchRecorder:
-    """Callback: a fingerprint of every training batch, keyed by global step."""
-
-    def __new__(cls):
-        from lightning.pytorch.callbacks import Callback
-
-        class _Rec(Callback):
-            def __init__(self):
-                self.batches: dict[int, tuple] = {}
-
-                self.losses: dict[int, float] = {}
-                self.lrs: dict[int, float] = {}
-                self.skipped: dict[int, int] = {}
-
-            def skipped_before(self, step: int) -> int:
-                return sum(n for s, n in self.skipped.items() if s < step)
-
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                self.skipped[trainer.global_step] = int(batch["skipped"].sum()) if "skipped" in batch else 0
-                self.batches[trainer.global_step] = (
-                    tuple(batch["index"].tolist()),
-                    round(float(batch["video"].double().sum()), 3),
-                    round(float(batch["audio"].double().abs().sum()), 3),
-                )
-                self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
-
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                self.losses[trainer.global_step - 1] = float(outputs["loss"])
-
-        return _Rec()
-
-
-def assert_same_training_state(a: Path, b: Path) -> None:
-    """Two checkpoints hold the same step, weights, Adam moments and schedule."""
-    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
-    assert ca["global_step"] == cb["global_step"]
-    assert ca["state_dict"].keys() == cb["state_dict"].keys()
-    for k in ca["state_dict"]:
-        assert torch.allclose(ca["state_dict"][k], cb["state_dict"][k], rtol=0, atol=1e-6), k
-    (oa,), (ob,) = ca["optimizer_states"], cb["optimizer_states"]
-    assert oa["state"].keys() == ob["state"].keys() and oa["param_groups"] == ob["param_groups"]
-    for i in oa["state"]:
-        for moment in ("exp_avg", "exp_avg_sq", "step"):
-            assert torch.allclose(oa["state"][i][moment], ob["state"][i][moment], rtol=0, atol=1e-6), (i, moment)
-    assert ca["lr_schedulers"] == cb["lr_schedulers"]
-
-
 def _shards_cfg(tmp_path, root, extra):
     from conftest import make_cfg
 
@@ -208,29 +162,18 @@ def _shards_cfg(tmp_path, root, extra):
     )
 
 
-def _fit(cfg, recorder):
-    import vatt.train as vt
-
-    original = vt._instantiate_all
-    vt._instantiate_all = lambda group: original(group) + ([recorder] if group is cfg.get("callbacks") else [])
-    try:
-        return vt.train(cfg)
-    finally:
-        vt._instantiate_all = original
-
-
 @pytest.mark.slow
 def test_a_run_stopped_mid_epoch_and_resumed_equals_the_uninterrupted_run(shards, tmp_path):
     """Default callbacks, validation on, dropout and DropToken on: batches, losses, lr and final state all agree."""
     root, _ = shards
     full = BatchRecorder()
-    _fit(_shards_cfg(tmp_path / "full", root, ["trainer.max_steps=6"]), full)
+    fit_with(_shards_cfg(tmp_path / "full", root, ["trainer.max_steps=6"]), full)
     assert sorted(full.batches) == list(range(6))  # 4 steps per epoch: crosses an epoch boundary (and its validation)
-    _fit(_shards_cfg(tmp_path / "stop", root, ["trainer.max_steps=3"]), BatchRecorder())
+    fit_with(_shards_cfg(tmp_path / "stop", root, ["trainer.max_steps=3"]), BatchRecorder())
     ckpt = tmp_path / "stop" / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 3
     resumed = BatchRecorder()
-    _fit(_shards_cfg(tmp_path / "resume", root, ["trainer.max_steps=6", f"ckpt_path={ckpt}"]), resumed)
+    fit_with(_shards_cfg(tmp_path / "resume", root, ["trainer.max_steps=6", f"ckpt_path={ckpt}"]), resumed)
     assert sorted(resumed.batches) == [3, 4, 5]
     for step in (3, 4, 5):
         assert resumed.batches[step] == full.batches[step]

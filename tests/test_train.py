@@ -149,7 +149,7 @@ def test_short_training_lowers_the_loss(tmp_path, demo_root):
 @pytest.mark.slow
 def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_path, demo_root):
     """Default callbacks, validation every epoch, loader workers, dropout and DropToken on."""
-    from test_shards import BatchRecorder, assert_same_training_state
+    from conftest import BatchRecorder, assert_same_training_state
 
     base = [*small_data(demo_root), "data.batch_size=4"]
     full = BatchRecorder()
