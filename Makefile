@@ -32,9 +32,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH_PINS) -e ".[dev]"
 	touch $(STAMP)
 
-# test processes (pytest-xdist): two fit the 2-core CI machine; 1 runs the suite in this process
+# test processes (pytest-xdist): two fit the 2-core CI machine; 1 runs the suite in this process.
+# loadgroup: a file marked xdist_group (tests sharing one state, e.g. the README walk-through) stays on one worker
 PYTEST_WORKERS ?= 2
-_XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
+_XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 test: install ## run the whole test suite (PYTEST_WORKERS=2 processes)
 	$(PY) -m pytest $(_XDIST)

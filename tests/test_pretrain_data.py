@@ -299,6 +299,48 @@ def test_default_loader_workers_never_exceed_the_cores():
     assert default_num_workers(None) == min(4, cores) and default_num_workers(3) == 3
 
 
+def _error_raised_in(filename: str, kind: type[BaseException]) -> tuple:
+    code = compile("def serve():\n    raise kind('peer went away')\n", filename, "exec")
+    scope = {"kind": kind}
+    exec(code, scope)
+    try:
+        scope["serve"]()
+    except BaseException as e:  # noqa: BLE001 - the test hands it to the hook
+        return type(e), e, e.__traceback__
+
+
+class _ReportsThroughExcepthook(torch.utils.data.Dataset):
+    """In a loader worker: what ``sys.excepthook`` prints for a receiver gone mid-handshake and for a real error."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> str:
+        import io
+        import sys
+
+        sharer = "/usr/lib/python3.11/multiprocessing/resource_sharer.py"
+        printed, old = io.StringIO(), sys.stderr
+        sys.stderr = printed
+        try:
+            sys.excepthook(*_error_raised_in(sharer, BrokenPipeError))  # the main process stopped while fetching
+            sys.excepthook(*_error_raised_in(sharer, ConnectionResetError))
+            sys.excepthook(*_error_raised_in("/src/elsewhere.py", BrokenPipeError))  # not the sharer: a real error
+            sys.excepthook(*_error_raised_in(sharer, ValueError))  # the sharer broken otherwise: a real error
+        finally:
+            sys.stderr = old
+        return printed.getvalue()
+
+
+def test_loader_workers_stay_quiet_when_a_stopping_main_process_breaks_a_batch_handover():
+    from vatt.data.loading import DataLoader
+
+    (printed,) = next(iter(DataLoader(_ReportsThroughExcepthook(), batch_size=1, num_workers=1)))
+    assert "BrokenPipeError" in printed and "elsewhere.py" in printed  # other errors still print
+    assert "ValueError" in printed and "ConnectionResetError" not in printed
+    assert printed.count("Traceback") == 2
+
+
 def test_aspect_jitter_draws_independent_height_and_width_factors_with_its_probability(tmp_path, monkeypatch):
     import vatt.data.clip as clipmod
 

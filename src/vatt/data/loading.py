@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +24,28 @@ from litdata import StreamingDataLoader as _LitdataStreamingDataLoader
 from vatt.interrupts import children_ignore_stop_signals, obey_parent_only
 
 
+def _ignore_a_stopped_receiver(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``sys.excepthook`` for a worker: a batch's receiver that went away mid-handshake is not an error.
+
+    A worker hands a batch's tensors over by passing file descriptors, served by
+    ``multiprocessing``'s resource-sharer thread, which reports any failure through
+    ``sys.excepthook``. When the main process stops on a signal while it fetches a
+    batch, that thread sees the connection break (``BrokenPipeError`` in the
+    handshake) and would print a traceback for what is an orderly stop.
+    """
+
+    def filtered(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        frames = traceback.extract_tb(tb)
+        if issubclass(kind, (ConnectionError, EOFError)) and any(f.filename.endswith("resource_sharer.py") for f in frames):
+            return
+        hook(kind, value, tb)
+
+    return filtered
+
+
 def _quiet_worker_init(inner: Callable[[int], None] | None, worker_id: int) -> None:
     obey_parent_only()
+    sys.excepthook = _ignore_a_stopped_receiver(sys.excepthook)
     if inner is not None:
         inner(worker_id)
 
