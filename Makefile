@@ -33,9 +33,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # test processes (pytest-xdist): two fit the 2-core CI machine; 1 runs the suite in this process.
-# loadgroup: a file marked xdist_group (tests sharing one state, e.g. the README walk-through) stays on one worker
+# loadfile: a test file runs in one worker, so a file whose tests share state (the README walk-through) keeps it,
+# and module fixtures (a user copy, a trained run) are built once
 PYTEST_WORKERS ?= 2
-_XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+_XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 test: install ## run the whole test suite (PYTEST_WORKERS=2 processes)
 	$(PY) -m pytest $(_XDIST)

@@ -33,8 +33,8 @@ import torch
 from conftest import make_user_copy, subprocess_env, write_av
 from conftest import make_msrvtt, make_ucf101
 
-# one user copy, used in the README's order: the whole file runs in one xdist worker (make test: --dist loadgroup)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme")]
+# one user copy, used in the README's order: the whole file runs in one xdist worker (make test: --dist loadfile)
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
