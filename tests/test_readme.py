@@ -459,7 +459,7 @@ def test_resume_keeps_the_runs_settings_and_folder(user_copy):
 
 def test_a_truncated_checkpoint_is_named_with_the_fix(user_copy):
     done = sorted(r for r in runs(user_copy) if (r / "checkpoints" / "last.ckpt").is_file())
-    if not done:  # this worker ran none of the tests above: make the run this test cuts
+    if not done:  # run on its own (pytest -k): no test above made a run, so make the one this test cuts
         run("make train debug=limit trainer.max_epochs=1", user_copy)
         done = sorted(r for r in runs(user_copy) if (r / "checkpoints" / "last.ckpt").is_file())
     ckpt = done[-1] / "checkpoints" / "last.ckpt"
