@@ -31,7 +31,9 @@ def write_shards(manifest: Path, out: Path, corrupt: tuple[str, ...] = ()) -> li
     for line in manifest.read_text().splitlines():
         item = json.loads(line)
         rows.append({**item, "id": item["video"], "file": str(manifest.parent / item["video"]), "corrupt": item["video"] in corrupt})
-    optimize(fn=_record, inputs=rows, output_dir=str(out), chunk_bytes="150KB", num_workers=1, verbose=False)
+    # litdata sets the process's multiprocessing start method (spawn unless told): keep Linux's fork
+    optimize(fn=_record, inputs=rows, output_dir=str(out), chunk_bytes="150KB", num_workers=1, verbose=False,
+             start_method="fork")
     return [r["id"] for r in rows]
 
 
