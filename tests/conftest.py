@@ -12,15 +12,15 @@ from pathlib import Path
 def _share_the_cores() -> int:
     """Math threads per test process: the machine's cores divided among the suite's xdist workers.
 
-    `make test` runs two workers on two cores; with every process (and the runs they start) using
-    all cores, the threads contend and spin, and the suite took ~3x its CPU time (measured on the
-    2-core machine: one training test 11 s alone, 38 s beside a copy of itself, 11 s with one
-    thread each). Set before numpy/torch are imported; inherited by the subprocesses the tests start.
+    `make test` runs two workers on two cores; when every process (and every run it starts) uses all
+    cores, the threads contend (on the 2-core machine one training test takes 11 s alone, 38 s beside
+    a copy of itself, 11 s with one thread each). ``OMP_NUM_THREADS`` is read by torch's OpenMP/MKL
+    and numpy's OpenBLAS, so it is set before they are imported; the subprocesses the tests start
+    inherit it.
     """
     if "PYTEST_XDIST_WORKER" in os.environ:  # not in xdist's controller, whose environment the workers inherit
         threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(name, str(threads))  # a value the user set wins
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # a value the user set wins
     return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
 
 
