@@ -111,7 +111,7 @@ def _worker(rank, init_file, out_dir):
 
 @pytest.mark.distributed
 def test_two_process_local_loss_equals_single_process_loss_and_gradient(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.start_processes(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork")
     batch = _global_batch()
     nce, mil, grads = _losses_and_grads(*batch)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
