@@ -29,7 +29,7 @@ from vatt.data.demo import (
 )
 
 SMALL = dict(num_train=6, num_val=3, seed=3)
-SIZE, FPS, DURATION, SR = 80, 20, 4.0, 24000
+SIZE, FPS, DURATION, SR = 80, 10, 4.0, 16000
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -278,7 +278,7 @@ def test_cli(tmp_path, capsys):
     summary = json.loads((out / "demo.json").read_text())
     assert summary["params"]["duration"] == 1.0
     frames, _, _ = decode(out / "val" / "000000.mp4")
-    assert frames.shape == (20, SIZE, SIZE, 3)
+    assert frames.shape == (round(1.0 * FPS), SIZE, SIZE, 3)  # 1 s at the default rate
 
 
 def test_invalid_parameters(tmp_path):
