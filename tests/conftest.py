@@ -86,6 +86,34 @@ def flash_and_click(path: Path, flash_time: float = 1.2, duration: float = 3.0, 
     return write_av(path, frames, fps, audio, sample_rate)
 
 
+def _rank_entry(rank: int, fn, args: tuple) -> None:
+    import multiprocessing as mp
+
+    # This rank is a fresh interpreter: its own DataLoader workers may fork from it, as in a DDP run
+    # launched on Linux; spawned, each worker would re-import torch (~5 s) every epoch.
+    mp.set_start_method("fork", force=True)
+    fn(rank, *args)
+
+
+def start_ranks(fn, args: tuple, nprocs: int, timeout: float = 300.0) -> None:
+    """``fn(rank, *args)`` in ``nprocs`` spawned processes, joined; killed with a failure after ``timeout`` s.
+
+    Spawned, not forked: a child forked from a pytest(-xdist) worker inherits its threads' locks and
+    its OpenMP pool, and a forked rank hung the whole suite in CI. Inside a rank, loader workers fork.
+    """
+    import time
+
+    import torch.multiprocessing as tmp
+
+    ctx = tmp.start_processes(_rank_entry, args=(fn, args), nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{nprocs} ranks of {fn.__name__} did not finish within {timeout:.0f} s (killed)")
+
+
 @pytest.fixture(autouse=True)
 def _keep_the_start_method():
     """Undo a test's change of the process-wide multiprocessing start method (``litdata.optimize`` sets it).

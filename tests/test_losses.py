@@ -6,9 +6,8 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from conftest import TAU, ref_mil_nce, ref_nce
+from conftest import TAU, ref_mil_nce, ref_nce, start_ranks
 from vatt.losses import mil_nce_loss, nce_loss
 
 def test_nce_matches_reference():
@@ -111,7 +110,7 @@ def _worker(rank, init_file, out_dir):
 
 @pytest.mark.distributed
 def test_two_process_local_loss_equals_single_process_loss_and_gradient(tmp_path):
-    mp.start_processes(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork")
+    start_ranks(_worker, (str(tmp_path / "init"), str(tmp_path)), WORLD)
     batch = _global_batch()
     nce, mil, grads = _losses_and_grads(*batch)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]

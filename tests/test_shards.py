@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from litdata import StreamingDataLoader, optimize
 
-from conftest import BatchRecorder, assert_same_training_state, fit_with
+from conftest import BatchRecorder, assert_same_training_state, fit_with, start_ranks
 from vatt.data.clip import Augment, ClipConfig
 from vatt.data.manifest import load_manifest
 from vatt.data.shards import ClipShardDataset, ShardsDataModule
@@ -140,9 +139,7 @@ def test_every_clip_is_read_exactly_once_per_epoch_over_two_ranks_and_two_worker
     root, ids = shards
     vocab = tmp_path / "tok.json"
     _tokenizer(demo_root).save(vocab)
-    # fork: spawned ranks would also spawn their loader workers (a fresh interpreter, ~5 s of imports, per worker and epoch)
-    mp.start_processes(_rank_worker, args=(2, str(root / "train"), str(vocab), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    start_ranks(_rank_worker, (2, str(root / "train"), str(vocab), str(tmp_path)), 2)
     per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for epoch in range(2):
         seen = per_rank[0][epoch] + per_rank[1][epoch]
