@@ -49,6 +49,16 @@ class Stopped(BaseException):
         return 128 + int(self.signal)
 
 
+# While ``children_ignore_stop_signals`` starts children, a signal that reached the
+# process just before the mask went up still runs its Python handler inside the block
+# (the interpreter runs handlers between bytecodes, after the OS delivered them). Raising
+# there would abandon half-built objects (a DataLoader iterator whose ``__del__`` then
+# fails on missing attributes), so ``raise_on_stop_signals``' handler only records the
+# signal while the block is active, and the block raises ``Stopped`` as it ends.
+_shielded = 0
+_pending: int | None = None
+
+
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -63,11 +73,17 @@ def children_ignore_stop_signals() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask") or not _main_thread():
         yield
         return
+    global _shielded, _pending
+    _shielded += 1
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _shielded -= 1
+        if not _shielded and _pending is not None:
+            signum, _pending = _pending, None
+            raise Stopped(signum)
 
 
 @contextlib.contextmanager
@@ -78,6 +94,10 @@ def raise_on_stop_signals() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: object) -> None:
+        global _pending
+        if _shielded:  # children are being started: stop once they are, not half-way (see _shielded)
+            _pending = signum
+            return
         raise Stopped(signum)
 
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
