@@ -39,8 +39,13 @@ def test_quick_bench_writes_every_section_with_finite_ratios(tmp_path, demo_root
     assert top and all(_finite(e["seconds"], e["share"]) for e in top)
     assert top == sorted(top, key=lambda e: -e["seconds"]) and sum(e["share"] for e in top) <= 1.0 + 1e-9
     assert "aten::" in "".join(e["op"] for e in top)
-    assert set(saved["data"]) == {"256p", "480p", "720p"}
+    assert set(saved["data"]) == {"256p", "256p_10fps", "480p", "720p"}
     assert all(_finite(r["pipeline_clips_per_s"], r["baseline_clips_per_s"], r["speedup"]) for r in saved["data"].values())
+    cores = saved["cores_per_gpu"]  # clips/s an H100 at 40 % MFU consumes, over the 10 fps rate per core
+    assert cores["loader_clips_per_s_per_core"] == saved["data"]["256p_10fps"]["pipeline_clips_per_s"]
+    for model in ("bbs", "mbs"):
+        assert cores[model] == pytest.approx(cores[f"{model}_clips_per_s"] / cores["loader_clips_per_s_per_core"])
+    assert "loader cores per GPU" in (tmp_path / "bench" / "results.md").read_text()
     assert _finite(saved["demo"]["samples_per_s"]) and 0.0 <= saved["demo"]["data_wait_fraction"] < 1.0
     table = (tmp_path / "bench" / "results.md").read_text()
     assert table == markdown(results) and "fp32 GEMM rate" in table and "| tiny video tower | 1 |" in table

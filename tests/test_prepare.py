@@ -544,3 +544,60 @@ def test_an_interrupted_run_resumes_with_only_the_remaining_inputs_and_the_same_
             assert third["skipped_by_reason"] == {"crashed a worker": 1, "too short": 1}
             assert sorted(read_dataset(out)) == ["c0", "c1", "c3", "c4"]
             assert skipped_reasons(out)["c2.mp4"] == "crashed a worker"
+
+
+def test_the_retimer_gives_each_tick_the_frame_shown_then():
+    from fractions import Fraction
+
+    r = prep.worker._Retimer(Fraction(10))
+    got = []
+    for i in range(9):  # 30 fps from 0.05 s: a late start keeps its offset (first tick 0.1 s)
+        got += r.push(f"f{i}", 0.05 + i / 30)
+    got += r.flush(0.05 + 9 / 30)
+    # tick 0.1 -> the frame of 0.0833 (f1), 0.2 -> f4 (0.1833), 0.3 -> f7 (0.2833)
+    assert got == [("f1", 1), ("f4", 2), ("f7", 3)]
+    short = prep.worker._Retimer(Fraction(10))  # one frame shorter than a tick is kept
+    assert short.push("only", 0.0) == [] and short.flush(0.04) == [("only", 0)]
+    on_tick = prep.worker._Retimer(Fraction(10))  # a timestamp a hair past a tick counts as on it
+    assert on_tick.push("a", 0.0) == [] and on_tick.push("b", 0.1000004) == [("a", 0)]
+
+
+def test_cli_transcode_at_the_training_rate_decodes_to_the_frames_of_the_source(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    fps, seconds = 30, 3.0
+    # every frame writes its index in 7 black/white stripes, which lossy coding and resizing keep
+    index = np.arange(int(fps * seconds))
+    bits = (index[:, None] >> np.arange(7)) & 1  # frame, bit
+    frames = np.zeros((len(index), 48, 64, 3), np.uint8)
+    for b in range(7):
+        frames[:, :, 8 * b : 8 * b + 8] = (255 * bits[:, b])[:, None, None, None]
+
+    def indices(video: np.ndarray) -> list[int]:  # [T, H, W, 3] -> the index each frame shows
+        centres = [round((8 * b + 4) * video.shape[2] / 64) for b in range(7)]
+        on = video[:, :, centres].mean(axis=(1, 3)) > 128  # T, 7
+        return (on * (1 << np.arange(7))).sum(axis=1).tolist()
+
+    write_av(src / "ramp.mp4", frames, fps, np.zeros(int(seconds * SR), np.float32), SR)
+    manifest = write_manifest(src / "m.jsonl", [{"video": "ramp.mp4"}])
+    out = tmp_path / "shards"
+    summary = main(["manifest", "--manifest", str(manifest), "--out", str(out), "--workers", "1",
+                    "--transcode", "32", "--fps", "10", "--no-progress"])
+    assert summary["kept"] == 1 and summary["args"]["fps"] == 10.0
+    media = read_dataset(out)["ramp"]["media"]
+    with av.open(_bytes_io(media)) as c:
+        v = c.streams.video[0]
+        assert v.average_rate == 10
+        packets = [p for p in c.demux(v) if p.size]
+        keyframes = [round(float(p.pts * p.time_base), 2) for p in packets if p.is_keyframe]
+    assert len(packets) == 30 and keyframes == [0.0, 1.0, 2.0]
+    # a window on the ticks gets the source's frames; one between ticks, those of the tick before
+    for start, tick in ((0.0, 0.0), (1.4, 1.4), (0.95, 0.9)):
+        got = read_clip(media, start, num_frames=12, fps=10, sample_rate=SR, num_samples=SR)
+        ref = read_clip(src / "ramp.mp4", tick, num_frames=12, fps=10, sample_rate=SR, num_samples=SR)
+        shown = indices(ref.video)
+        assert indices(got.video) == shown and np.diff(shown).tolist() == [3] * 11, (start, indices(got.video), shown)
+    with pytest.raises(ValueError, match="--transcode"):
+        prepare("manifest", tmp_path / "other", manifest=manifest, fps=10)
+    with pytest.raises(ValueError, match="frame rate"):
+        prepare("manifest", tmp_path / "other", manifest=manifest, transcode=32, fps=0)

@@ -219,6 +219,27 @@ GPU_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12
                  "A10G": 125e12, "A10": 125e12, "RTX 4090": 165e12, "V100": 125e12}
 
 
+# what "a GPU" means for the loader-cores figure: an H100's dense bf16 peak at 40 % model FLOPs utilisation
+CORES_PER_GPU_MFU, CORES_PER_GPU_PEAK = 0.4, 989e12
+
+
+def cores_per_gpu(per_core: float, quick: bool = False) -> dict[str, float]:
+    """Loader cores one H100 at 40 % MFU needs for BBS and MBS pretraining, at ``per_core`` clips/s per core.
+
+    A clip's training step (forward + backward, DropToken 0.5, paper geometry; counted
+    as ``make flops`` does) sets how many clips per second the GPU consumes.
+    """
+    paper = {} if not quick else {"num_frames": 4, "image_size": 32, "audio_samples": 1280}
+    out = {"mfu": CORES_PER_GPU_MFU, "peak_flops_per_s": CORES_PER_GPU_PEAK, "loader_clips_per_s_per_core": per_core}
+    for name in ("bbs", "mbs"):
+        # batch 2 (the heads' BatchNorm needs two clips in train mode), per clip
+        flops = step_flops("tiny" if quick else name, ("video", "audio", "text"), 0.5, 2, **paper) / 2
+        clips_per_s = CORES_PER_GPU_MFU * CORES_PER_GPU_PEAK / flops
+        out[name] = clips_per_s / per_core
+        out[f"{name}_clips_per_s"] = clips_per_s
+    return out
+
+
 def gpu_peak(name: str) -> float | None:
     """The dense bf16 peak of a GPU named ``name`` (longest matching key), or None when unknown."""
     hits = [k for k in GPU_BF16_PEAK if k.lower() in name.lower()]
@@ -419,6 +440,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "| data pipeline source | pipeline clips/s per core | decode-all baseline | ratio |", "|---|---|---|---|"]
         for key, r in results["data"].items():
             lines.append(f"| {key} | {r['pipeline_clips_per_s']:.2f} | {r['baseline_clips_per_s']:.2f} | {r['speedup']:.2f}x |")
+    if results.get("cores_per_gpu"):
+        c = results["cores_per_gpu"]
+        lines += ["", f"loader cores per GPU (an H100 at {100 * c['mfu']:.0f} % MFU of {c['peak_flops_per_s'] / 1e12:.0f} "
+                      f"TFLOP/s bf16, at {c['loader_clips_per_s_per_core']:.2f} clips/s per core from 256p, 10 fps): "
+                      f"BBS **{c['bbs']:.0f}** ({c['bbs_clips_per_s']:.0f} clips/s), "
+                      f"MBS **{c['mbs']:.0f}** ({c['mbs_clips_per_s']:.0f} clips/s)"]
     if results.get("demo"):
         d = results["demo"]
         lines += ["", f"demo training: {d['samples_per_s']:.1f} samples/s; the loop waits for data "
@@ -461,11 +488,17 @@ def run(out_dir: str | Path = "bench", quick: bool = False, sections: tuple[str,
                                   **checkpointing_report(ck_name, 2, **paper)},
         "profile": lambda: {"setting": f"{name} video tower, batch 1, DropToken 0",
                             **profile_report(name, ("video",), 1, **paper)},
-        "data": lambda: data_report(quick),
+        "data": lambda: data_section(),
         "demo": lambda: demo_report(quick, demo_root),
         "convert": lambda: convert_report(quick),
     }
     chosen = [s for s in jobs if s in sections]
+
+    def data_section() -> dict[str, Any]:
+        rows = data_report(quick)
+        results["cores_per_gpu"] = cores_per_gpu(rows["256p_10fps"]["pipeline_clips_per_s"], quick)
+        return rows
+
     for i, section in enumerate(chosen, 1):
         # one line before and after each section: a full run takes minutes, and nothing else is printed meanwhile
         print(f"bench [{i}/{len(chosen)}] {section} ...", file=sys.stderr, flush=True)

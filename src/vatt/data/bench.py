@@ -138,7 +138,8 @@ def synthetic_video(path: Path, width: int, height: int, seconds: float, fps: in
 
 
 def data_report(quick: bool = False, clips: int = 6, seconds: float = 8.0) -> dict[str, dict[str, float]]:
-    """Pipeline vs decode-everything clips/s per core from 256p (``prepare --transcode 256``), 480p and 720p sources."""
+    """Pipeline vs decode-everything clips/s per core from 256p (``prepare --transcode 256``; ``256p_10fps``: with
+    ``--fps 10``, the training rate), 480p and 720p sources (25 fps)."""
     import json
     import tempfile
 
@@ -159,10 +160,12 @@ def data_report(quick: bool = False, clips: int = 6, seconds: float = 8.0) -> di
                 rows.append({"video": f"c{i}.mp4", "captions": [{"start": 0.0, "end": 1.0, "text": "a clip"}]})
             (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             prepare("manifest", str(tmp / f"shards_{key}"), manifest=folder / "m.jsonl", workers=2, progress=False)
-        # what prepare --transcode 256 writes from the 720p sources
+        # what prepare --transcode 256 writes from the 720p sources: at their rate, and at the training rate
         prepare("manifest", str(tmp / "shards_256p"), manifest=tmp / "720p" / "m.jsonl", workers=2, progress=False,
                 transcode=32 if quick else 256)
-        for key in ("256p", "480p", "720p"):
+        prepare("manifest", str(tmp / "shards_256p_10fps"), manifest=tmp / "720p" / "m.jsonl", workers=2,
+                progress=False, transcode=32 if quick else 256, fps=clip.fps)
+        for key in ("256p", "256p_10fps", "480p", "720p"):
             results[key] = run(str(tmp / f"shards_{key}"), n, clip)
     return results
 

@@ -10,7 +10,10 @@ Every sample of the output is ``{"id": str, "media": bytes, "meta": str}`` where
 ``meta`` is the JSON of ``{"captions": [{"start", "end", "text"}, ...] (sorted by
 start), "labels": {...}, "duration": float (probed), "source": str, "has_video":
 bool, "has_audio": bool}``; ``media`` is the file's bytes (or, with
-``--transcode N``, an H.264/AAC MP4 with short side N and a keyframe every second).
+``--transcode N``, an H.264/AAC MP4 with short side N and a keyframe every second;
+with ``--fps F`` too, its video at F frames per second, e.g. the training rate, so a
+loader decodes only the frames it keeps: ~42 for a 32-frame window at 10 fps, against
+~126 from a 30 fps source).
 
 The parent lists the inputs and does the cheap checks (missing file, duplicate
 id, captions); litdata's worker processes probe each file (streams, duration),
@@ -159,7 +162,7 @@ def _index_count(out: Output) -> int:
 def _arguments(kind: str, out: str | Path, *, manifest: str | Path | None, videos: str | Path | None,
                captions: str | Path | None, segments: str | Path | None, workers: int, chunk_bytes: int | str,
                require_captions: bool, require_video: bool, min_duration: float, transcode: int | None,
-               source: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+               source: str | None, fps: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's arguments as ``summary.json`` records them, and the input paths its kind needs; ``ValueError``s."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -174,6 +177,10 @@ def _arguments(kind: str, out: str | Path, *, manifest: str | Path | None, video
         raise ValueError(f"workers must be >= 1, got {workers}")
     if transcode is not None and (int(transcode) < 2 or int(transcode) % 2):
         raise ValueError(f"--transcode needs an even short side >= 2 (H.264 4:2:0), got {transcode}")
+    if fps is not None and transcode is None:
+        raise ValueError("--fps sets the frame rate of transcoded video: give --transcode SHORT_SIDE too")
+    if fps is not None and not (0 < float(fps) <= 240):
+        raise ValueError(f"--fps must be a frame rate in (0, 240], got {fps}")
     if not (min_duration >= 0):
         raise ValueError(f"min_duration must be >= 0, got {min_duration}")
     args = {
@@ -185,6 +192,8 @@ def _arguments(kind: str, out: str | Path, *, manifest: str | Path | None, video
     }
     if require_video:  # only when set, so that the datasets prepared without it keep their fingerprint
         args["require_video"] = True
+    if fps is not None:  # the same
+        args["fps"] = float(fps)
     return args, needs
 
 
@@ -259,7 +268,7 @@ def _run_workers(dest: Output, work: Path, todo: list[dict[str, Any]], args: dic
                  progress: bool, start_method: str | None, console: Any) -> None:
     """``litdata.optimize`` over the inputs to do; ``Stopped`` when a stop signal ended it early."""
     cfg = {"log_dir": str(work / "logs"), "work_dir": str(work), "min_duration": args["min_duration"],
-           "transcode": args["transcode"], "source": args["source"]}
+           "transcode": args["transcode"], "fps": args.get("fps"), "source": args["source"]}
     # litdata sets the process-wide start method and a SIGINT handler: put both back afterwards
     old_sigint, old_method = signal.getsignal(signal.SIGINT), mp.get_start_method(allow_none=True)
     import litdata
@@ -364,6 +373,7 @@ def prepare(
     require_video: bool = False,
     min_duration: float = 1.0,
     transcode: int | None = None,
+    fps: float | None = None,
     source: str | None = None,
     progress: bool = True,
     start_method: str | None = None,
@@ -378,7 +388,8 @@ def prepare(
       fork on Linux, which starts them in milliseconds; spawn re-imports torch in each).
     - ``chunk_bytes``: shard size, e.g. ``"64MB"`` (decimal units, as litdata's).
     - ``transcode``: None stores the original bytes; an even N re-encodes to MP4
-      (H.264, short side N, a keyframe every second; AAC audio).
+      (H.264, short side N, a keyframe every second; AAC audio); ``fps`` (with ``transcode``):
+      the video re-timed to that constant rate (each tick gets the source frame shown then).
     - ``require_video``: skip inputs without a video stream (pretraining needs video; AudioSet keeps its
       audio-only clips by default, for audio fine-tuning). Manifests and HowTo100M always need video.
     - ``force``: rebuild even when the output is up to date.
@@ -393,7 +404,7 @@ def prepare(
     args, needs = _arguments(kind, out, manifest=manifest, videos=videos, captions=captions, segments=segments,
                              workers=workers, chunk_bytes=chunk_bytes, require_captions=require_captions,
                              require_video=require_video, min_duration=min_duration, transcode=transcode,
-                             source=source)
+                             source=source, fps=fps)
     # 1. list the inputs, cheap checks in the parent; 2. fingerprint them
     entries = _list_inputs(kind, needs, require_captions, require_video)
     todo = [e for e in entries if not e["skip"]]
@@ -448,6 +459,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.add_argument("--transcode", type=int, default=None, metavar="SHORT_SIDE",
                         help="re-encode to H.264 (short side SHORT_SIDE, a keyframe per second) + AAC; "
                              "default: store the original bytes")
+    common.add_argument("--fps", type=float, default=None,
+                        help="with --transcode: the video at this frame rate, e.g. the training rate (10), so that "
+                             "loaders decode only frames they keep; default: the source's rate")
     common.add_argument("--source", default=None, help="name stored in every record (default: the sub-command)")
     common.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
                         help="how workers start (default: fork on Linux)")
@@ -473,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 captions=getattr(a, "captions", None), segments=getattr(a, "segments", None), workers=a.workers,
                 chunk_bytes=a.chunk_bytes, require_captions=a.require_captions, require_video=a.require_video,
                 min_duration=a.min_duration,
-                transcode=a.transcode, source=a.source, progress=not a.no_progress, start_method=a.start_method,
+                transcode=a.transcode, fps=a.fps, source=a.source, progress=not a.no_progress, start_method=a.start_method,
                 force=a.force,
             )
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PrepareError) as e:

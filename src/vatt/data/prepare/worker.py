@@ -91,16 +91,61 @@ def _even_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
-def _transcode(src: str, short_side: int, dst: Path) -> bytes:
-    """Re-encode to MP4: H.264 (short side ``short_side``, a keyframe every second) + AAC."""
+class _Retimer:
+    """Frames at a constant new rate: at each tick ``k / rate``, the source frame shown then.
+
+    The frame shown at a time is the last one whose timestamp is at or before it
+    (what ``read_clip`` takes for a target time), so decoding the re-timed stream at
+    that rate gives the frames decoding the source would. Ticks start at the first
+    frame (a stream that starts late keeps its offset); the last frame lasts its
+    duration. ``eps``: timestamps within it of a tick count as on the tick.
+    """
+
+    def __init__(self, rate: Fraction, eps: float = 1e-3) -> None:
+        self.rate, self.eps = rate, eps
+        self.tick: int | None = None
+        self.held: av.VideoFrame | None = None
+        self.emitted = 0
+
+    def _until(self, t: float) -> list[tuple[av.VideoFrame, int]]:
+        out = []
+        while self.held is not None and self.tick / self.rate + self.eps < t:
+            out.append((self.held, self.tick))
+            self.tick += 1
+        self.emitted += len(out)
+        return out
+
+    def push(self, frame: av.VideoFrame, t: float) -> list[tuple[av.VideoFrame, int]]:
+        """The (frame, tick) pairs that end where ``frame`` starts showing, at ``t``."""
+        if self.tick is None:
+            self.tick = max(0, math.ceil((t - self.eps) * self.rate))
+        out = self._until(t)
+        self.held = frame
+        return out
+
+    def flush(self, end: float) -> list[tuple[av.VideoFrame, int]]:
+        """The ticks before ``end``, when the last frame stops showing (at least one tick in all)."""
+        out = self._until(end)
+        if not self.emitted and self.held is not None:  # shorter than a tick: keep one frame
+            out, self.tick, self.emitted = [(self.held, self.tick)], self.tick + 1, 1
+        return out
+
+
+def _transcode(src: str, short_side: int, dst: Path, fps: float | None = None) -> bytes:
+    """Re-encode to MP4: H.264 (short side ``short_side``, a keyframe every second) + AAC.
+
+    ``fps``: the video at this constant frame rate (``_Retimer``), e.g. the training
+    rate, so that a loader decodes only frames it keeps; None keeps the source's rate.
+    """
     try:
         with av.open(src) as inp, av.open(str(dst), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             vin = real_stream(inp.streams.video)
             ain = inp.streams.audio[0] if inp.streams.audio else None
-            vout = aout = None
+            vout = aout = retimer = None
             if vin is not None:
-                rate = vin.average_rate or vin.guessed_rate or Fraction(25)
-                rate = Fraction(rate).limit_denominator(1001)
+                src_rate = Fraction(vin.average_rate or vin.guessed_rate or Fraction(25)).limit_denominator(1001)
+                rate = src_rate if fps is None else Fraction(fps).limit_denominator(1001)
+                retimer = _Retimer(rate) if fps is not None else None
                 width, height = _even_size(vin.codec_context.width, vin.codec_context.height, short_side)
                 # keyframes are forced at every whole second below; a longer GOP and no
                 # scene-cut detection keep x264 from adding others
@@ -121,6 +166,18 @@ def _transcode(src: str, short_side: int, dst: Path) -> bytes:
             # them; audio and video keep their offset to each other
             origin = inp.start_time / av.time_base if inp.start_time is not None else 0.0
             last_pts, last_key_second, audio_next = -1, -1, None
+            last_time, frame_dur = None, 1 / float(src_rate) if vin is not None else 0.0
+
+            def encode(frame: av.VideoFrame, pts: int) -> None:
+                nonlocal last_key_second
+                f = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
+                f.pts, f.time_base = pts, 1 / rate
+                second = math.floor(pts / rate)
+                key = second > last_key_second
+                f.pict_type = av.video.frame.PictureType.I if key else av.video.frame.PictureType.NONE
+                last_key_second = max(last_key_second, second)
+                out.mux(vout.encode(f))
+
             for packet in inp.demux(streams):
                 try:
                     frames = packet.decode()
@@ -129,15 +186,16 @@ def _transcode(src: str, short_side: int, dst: Path) -> bytes:
                 for frame in frames:
                     if isinstance(frame, av.VideoFrame):
                         t = frame.time
+                        if retimer is not None:
+                            # a frame without a timestamp follows the last one
+                            t = (last_time + frame_dur if last_time is not None else 0.0) if t is None else t - origin
+                            last_time = t
+                            for held, tick in retimer.push(frame, t):
+                                encode(held, tick)
+                            continue
                         pts = last_pts + 1 if t is None else max(last_pts + 1, round(max(0.0, t - origin) * rate))
                         last_pts = pts
-                        f = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
-                        f.pts, f.time_base = pts, 1 / rate
-                        second = math.floor(pts / rate)
-                        key = second > last_key_second
-                        f.pict_type = av.video.frame.PictureType.I if key else av.video.frame.PictureType.NONE
-                        last_key_second = max(last_key_second, second)
-                        out.mux(vout.encode(f))
+                        encode(frame, pts)
                     else:
                         sr = frame.sample_rate
                         pts = audio_next if frame.time is None else round(max(0.0, frame.time - origin) * sr)
@@ -145,6 +203,9 @@ def _transcode(src: str, short_side: int, dst: Path) -> bytes:
                         frame.pts, frame.time_base = pts, Fraction(1, sr)
                         audio_next = pts + frame.samples
                         out.mux(aout.encode(frame))
+            if retimer is not None and last_time is not None:
+                for held, tick in retimer.flush(last_time + frame_dur):
+                    encode(held, tick)
             for s in (vout, aout):
                 if s is not None:
                     out.mux(s.encode(None))
@@ -166,7 +227,7 @@ def _build_sample(cfg: dict[str, Any], item: dict[str, Any]) -> tuple[dict[str, 
     if cfg["transcode"]:
         tmp = Path(cfg["work_dir"]) / f"transcode-{os.getpid()}-{uuid.uuid4().hex}.mp4"
         try:
-            media = _transcode(path, cfg["transcode"], tmp)
+            media = _transcode(path, cfg["transcode"], tmp, cfg.get("fps"))
         finally:
             tmp.unlink(missing_ok=True)
         try:
