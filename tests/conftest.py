@@ -418,3 +418,13 @@ def assert_same_training_state(a: Path, b: Path) -> None:
         for moment in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.allclose(oa["state"][i][moment], ob["state"][i][moment], rtol=0, atol=1e-6), (i, moment)
     assert ca["lr_schedulers"] == cb["lr_schedulers"]
+
+
+def model_input(sample: dict) -> dict:
+    """A pretraining sample as the model gets it: the loader's uint8 video and augmentation parameters
+    finished (flip, colour, [-1, 1], audio noise) as ``on_after_batch_transfer`` does on the device."""
+    from torch.utils.data import default_collate
+
+    from vatt.data.clip import finish_batch
+
+    return {k: v[0] for k, v in finish_batch(default_collate([sample])).items()}

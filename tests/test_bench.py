@@ -41,8 +41,13 @@ def test_quick_bench_writes_every_section_with_finite_ratios(tmp_path, demo_root
     assert "aten::" in "".join(e["op"] for e in top)
     assert set(saved["data"]) == {"256p", "256p_10fps", "480p", "720p"}
     assert all(_finite(r["pipeline_clips_per_s"], r["baseline_clips_per_s"], r["speedup"]) for r in saved["data"].values())
-    cores = saved["cores_per_gpu"]  # clips/s an H100 at 40 % MFU consumes, over the 10 fps rate per core
-    assert cores["loader_clips_per_s_per_core"] == saved["data"]["256p_10fps"]["pipeline_clips_per_s"]
+    assert all(_finite(r["cpu_part_clips_per_s"], r["device_part_seconds_per_clip"]) for r in saved["data"].values())
+    p = saved["pipeline_256p"]  # the per-clip pipeline at the source rate vs the workers' part at 10 fps
+    assert p["today"] == saved["data"]["256p"]["pipeline_clips_per_s"]
+    assert p["cpu_part"] == saved["data"]["256p_10fps"]["cpu_part_clips_per_s"]
+    assert p["ratio"] == pytest.approx(p["cpu_part"] / p["today"])
+    cores = saved["cores_per_gpu"]  # clips/s an H100 at 40 % MFU consumes, over the workers' rate per core
+    assert cores["loader_clips_per_s_per_core"] == p["cpu_part"]
     for model in ("bbs", "mbs"):
         assert cores[model] == pytest.approx(cores[f"{model}_clips_per_s"] / cores["loader_clips_per_s_per_core"])
     assert "loader cores per GPU" in (tmp_path / "bench" / "results.md").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import flash_and_click, write_av
+from conftest import flash_and_click, model_input, write_av
 from vatt.data.clip import Augment, ClipConfig, select_captions, video_to_tensor
 from vatt.data.manifest import Caption, load_manifest
 from vatt.data.pretrain import ClipDataset, DemoDataModule, PretrainDataModule
@@ -75,7 +75,7 @@ def _dataset(demo_root, train=False):
 
 def test_samples_have_documented_shapes_and_dtypes(demo_root):
     ds = _dataset(demo_root, train=True)
-    s = ds[0]
+    s = model_input(ds[0])
     assert s["video"].shape == (3, 8, 64, 64) and s["video"].dtype == torch.float32
     assert s["video"].min() >= -1 and s["video"].max() <= 1
     assert s["audio"].shape == (12800,) and s["audio"].dtype == torch.float32
@@ -110,7 +110,7 @@ def _ramp_dataset(tmp_path, augment):
 
 def test_validation_window_is_centred_and_deterministic(tmp_path):
     ds = _ramp_dataset(tmp_path, None)
-    a, b = ds[0], ds[0]
+    a, b = model_input(ds[0]), model_input(ds[0])
     assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
     # 4 s clip, 0.8 s window: starts at (4 - 0.8) / 2 = 1.6 s; frames every 0.1 s are source frames 32, 34, ... at 20 fps
     assert source_frames(a["video"]) == [32, 34, 36, 38, 40, 42, 44, 46]
@@ -127,7 +127,7 @@ def test_training_windows_lie_in_the_clip_and_follow_the_seeded_generator(tmp_pa
     starts = []
     for seed in range(6):
         torch.manual_seed(seed)
-        sample = ds[0]
+        sample = model_input(ds[0])
         torch.manual_seed(seed)
         start = float(torch.rand(())) * slack  # the first draw places the window
         assert 0.0 <= start <= slack
@@ -158,7 +158,7 @@ def _bag(sample) -> list[str]:
 
 def test_caption_aligned_validation_window_is_centred_on_the_middle_caption_and_drops_far_captions(tmp_path):
     ds, _ = _long_ramp(tmp_path, dataclasses.replace(TINY, max_caption_distance=2.0))
-    s = ds[0]
+    s = model_input(ds[0])
     # middle caption (index 2 of 4) = charlie [6, 7]: window [6.1, 6.9); delta is 1.6 s away, bravo 3.1 s, alpha 5.1 s
     assert _start_of(s["video"]) == pytest.approx(6.1, abs=0.1)
     assert _bag(s) == ["charlie", "delta"]
@@ -171,7 +171,7 @@ def test_caption_aligned_training_windows_overlap_their_caption_and_bags_are_nea
     anchors = set()
     for seed in range(12):
         torch.manual_seed(seed)
-        s = ds[0]
+        s = model_input(ds[0])
         start = _start_of(s["video"])
         end = start + clip.seconds
         bag = [by_text[w] for w in _bag(s)]
@@ -188,7 +188,7 @@ def test_uniform_sampling_takes_the_nearest_caption_and_masks_it_when_too_far(tm
     # centred window [4.6, 5.4): charlie (0.6 s away) is nearest by its middle, then bravo (1.6 s away)
     for distance, bag in ((None, ["charlie", "bravo", "delta", "alpha"]), (1.0, ["charlie"]), (0.5, [])):
         ds, _ = _long_ramp(tmp_path, dataclasses.replace(TINY, sampling="uniform", max_caption_distance=distance))
-        s = ds[0]
+        s = model_input(ds[0])
         assert _start_of(s["video"]) == pytest.approx(4.6, abs=0.1)
         assert _bag(s) == bag and s["text_mask"].sum() == len(bag)
 
@@ -196,7 +196,7 @@ def test_uniform_sampling_takes_the_nearest_caption_and_masks_it_when_too_far(tm
 def test_clips_without_captions_have_an_all_false_text_mask(demo_root):
     ds = _dataset(demo_root)
     ds.rows[0].captions = []
-    s = ds[0]
+    s = model_input(ds[0])
     assert not s["text_mask"].any() and not s["text"].any()
 
 
@@ -205,7 +205,7 @@ def test_audio_and_video_windows_are_aligned(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"video": "a.mp4", "duration": 3.0, "captions": []}))
     rows = load_manifest(tmp_path / "m.jsonl").rows
     ds = ClipDataset(rows, WordTokenizer.from_words([]), ClipConfig(num_frames=30, fps=10, image_size=32, sample_rate=16000), None)
-    s = ds[0]  # centred window [0, 3.0)
+    s = model_input(ds[0])  # centred window [0, 3.0)
     bright = s["video"].mean(dim=(0, 2, 3))
     flash_frame = int((bright > 0.5).nonzero()[0])
     click = int(s["audio"].abs().argmax())
@@ -219,7 +219,7 @@ def test_a_bad_file_is_skipped_counted_and_replaced(tmp_path):
     lines = [json.dumps({"video": v, "captions": []}) for v in ("bad.mp4", "good.mp4")]
     (tmp_path / "m.jsonl").write_text("\n".join(lines))
     ds = ClipDataset(load_manifest(tmp_path / "m.jsonl").rows, WordTokenizer.from_words([]), TINY, None)
-    s = ds[0]
+    s = model_input(ds[0])
     assert s["skipped"].item() == 1 and s["index"].item() == 1
     assert ds.bad == {0}
 
@@ -237,9 +237,17 @@ def test_datamodule_builds_tokenizer_and_batches(demo_root):
     dm.prepare_data()
     assert (demo_root / "tokenizer.json").is_file() and dm.vocab_size > 10
     dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    raw = next(iter(dm.train_dataloader()))  # what the workers hand over: uint8 frames + augmentation parameters
+    assert set(raw) == {"video", "video_colour", "audio_noise", "noise_seed", "audio", "text", "text_mask", "index",
+                        "skipped"}
+    assert raw["video"].dtype == torch.uint8 and raw["video_colour"].shape == (4, 4)
+    batch = dm.on_after_batch_transfer(raw, 0)  # on the training device
     assert set(batch) == {"video", "audio", "text", "text_mask", "index", "skipped"}
     assert batch["video"].shape == (4, 3, 8, 64, 64) and batch["audio"].shape == (4, 12800)
+    assert batch["video"].dtype == torch.float32 and -1 <= batch["video"].min() and batch["video"].max() <= 1
+    val = next(iter(dm.val_dataloader()))  # validation: no augmentation to apply
+    assert set(val) == {"video", "audio", "text", "text_mask", "index", "skipped"} and val["video"].dtype == torch.uint8
+    assert torch.equal(dm.on_after_batch_transfer(val, 0)["video"], val["video"].float() / 255 * 2 - 1)
     assert batch["text"].shape == (4, 5, 16) and batch["text_mask"].shape == (4, 5)
     assert len(dm.train_dataloader()) == 16 // 4 and len(dm.val_dataloader()) == 2
 

@@ -437,9 +437,15 @@ def markdown(results: dict[str, Any]) -> str:
                       f"{p['total_seconds']:.2f} s in all):", "", "| operator | seconds | share | calls |", "|---|---|---|---|"]
         lines += [f"| {e['op']} | {e['seconds']:.2f} | {100 * e['share']:.0f} % | {e['calls']} |" for e in p["top"]]
     if results.get("data"):
-        lines += ["", "| data pipeline source | pipeline clips/s per core | decode-all baseline | ratio |", "|---|---|---|---|"]
+        lines += ["", "| data pipeline source | pipeline clips/s per core | decode-all baseline | ratio | workers' part | "
+                      "device part (this CPU), ms per clip |", "|---|---|---|---|---|---|"]
         for key, r in results["data"].items():
-            lines.append(f"| {key} | {r['pipeline_clips_per_s']:.2f} | {r['baseline_clips_per_s']:.2f} | {r['speedup']:.2f}x |")
+            lines.append(f"| {key} | {r['pipeline_clips_per_s']:.2f} | {r['baseline_clips_per_s']:.2f} | {r['speedup']:.2f}x "
+                         f"| {r['cpu_part_clips_per_s']:.2f} | {1e3 * r['device_part_seconds_per_clip']:.1f} |")
+    if results.get("pipeline_256p"):
+        p = results["pipeline_256p"]
+        lines += ["", f"loader clips/s per core from 256p: the per-clip pipeline at the source rate {p['today']:.2f}, "
+                      f"the workers' part at 10 fps {p['cpu_part']:.2f} (**{p['ratio']:.2f}x**)"]
     if results.get("cores_per_gpu"):
         c = results["cores_per_gpu"]
         lines += ["", f"loader cores per GPU (an H100 at {100 * c['mfu']:.0f} % MFU of {c['peak_flops_per_s'] / 1e12:.0f} "
@@ -460,7 +466,7 @@ def markdown(results: dict[str, Any]) -> str:
 def run(out_dir: str | Path = "bench", quick: bool = False, sections: tuple[str, ...] = ("steps", "compile",
         "checkpointing", "profile", "data", "demo", "convert"), demo_root: str | Path | None = None) -> dict[str, Any]:
     """Run the benchmarks, write ``results.json`` / ``results.md`` into ``out_dir`` and return the results."""
-    from vatt.data.bench import data_report
+    from vatt.data.bench import data_report, pipeline_256p
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -496,7 +502,8 @@ def run(out_dir: str | Path = "bench", quick: bool = False, sections: tuple[str,
 
     def data_section() -> dict[str, Any]:
         rows = data_report(quick)
-        results["cores_per_gpu"] = cores_per_gpu(rows["256p_10fps"]["pipeline_clips_per_s"], quick)
+        results["pipeline_256p"] = pipeline_256p(rows)
+        results["cores_per_gpu"] = cores_per_gpu(results["pipeline_256p"]["cpu_part"], quick)
         return rows
 
     for i, section in enumerate(chosen, 1):
@@ -530,13 +537,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def gpu_main(out_dir: Path) -> dict[str, Any]:
     """``bench/gpu.sh``: the GPU numbers, and how many loader cores one GPU needs at the measured pipeline rate."""
-    from vatt.data.bench import data_report
+    from vatt.data.bench import data_report, device_part, pipeline_256p
 
     if not torch.cuda.is_available():
         raise SystemExit("bench --gpu needs a CUDA GPU; on CPU run `make bench`")
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "gpu": gpu_report()}
-    per_core = data_report()["256p"]["pipeline_clips_per_s"]
+    rows = data_report()
+    results["pipeline_256p"] = pipeline_256p(rows)
+    per_core = results["pipeline_256p"]["cpu_part"]  # what the loader workers do; the rest runs on the GPU:
+    results["device_augment"] = device_part("cuda")
     for model in ("bbs", "mbs"):
         results["gpu"][model]["loader_cores_needed"] = results["gpu"][model]["samples_per_s"] / per_core
     (out_dir / "gpu.json").write_text(json.dumps(results, indent=1) + "\n")

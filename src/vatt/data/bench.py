@@ -4,7 +4,10 @@ Clips per second, in one process (= one dataloader worker), of
 
 - **pipeline**: the full per-clip training pipeline on prepared shards (window ->
   seek + decode the window from memory -> scale jitter, crop, flip, colour jitter
-  -> audio resample + noise -> K captions -> tokens), and
+  -> audio resample + noise -> K captions -> tokens), one clip at a time on one core;
+- **cpu part**: what a loader worker does of it (decode, scale jitter, uint8 crop,
+  the augmentation's parameters); the rest runs batched on the training device
+  (``device_part_seconds_per_clip``: that part on this CPU, per clip of a batch), and
 - **baseline**: decoding every frame and all audio of the same file with PyAV,
   then subsampling the window's frames and resampling the audio (what a loader
   without seeking does), followed by the same augmentation.
@@ -24,7 +27,9 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from .clip import Augment, ClipConfig, audio_to_tensor, video_to_tensor
+from torch.utils.data import default_collate
+
+from .clip import Augment, ClipConfig, audio_to_tensor, draw_video_augment, finish_batch, video_to_tensor
 from .media import audio_array
 from .shards import ClipShardDataset, parse_meta
 from .tokenizer import WordTokenizer
@@ -69,17 +74,26 @@ def _run(shards: str, num_clips: int, clip: ClipConfig) -> dict[str, float]:
     ds = ClipShardDataset(shards, WordTokenizer.from_words(["a"]), clip, Augment(), shuffle=False)
     n = min(num_clips, len(ds))
     raw = [ds.raw(i) for i in range(n)]
-    ds[0]  # warm-up: imports, codec initialisation
+    finish_batch(default_collate([ds[0]]))  # warm-up: imports, codec initialisation
     t = time.perf_counter()
-    for i in range(n):
-        ds[i]
-    pipeline = n / (time.perf_counter() - t)
+    samples = [ds[i] for i in range(n)]  # what a loader worker does: decode, scale jitter, crop, parameters
+    cpu_part = time.perf_counter() - t
+    t = time.perf_counter()
+    for sample in samples:  # the rest, one clip at a time on this core: as the whole pipeline ran before the split
+        finish_batch(default_collate([sample]))
+    per_clip_rest = time.perf_counter() - t
+    batch = default_collate(samples)
+    t = time.perf_counter()
+    finish_batch(batch)  # the device part, batched (here on the CPU; bench/gpu.sh times it on the GPU)
+    device_part = time.perf_counter() - t
+    pipeline = n / (cpu_part + per_clip_rest)
     t = time.perf_counter()
     for item in raw:
         _, duration, _ = parse_meta(item["meta"])
         baseline_clip(bytes(item["media"]), max(0.0, (duration or clip.seconds) - clip.seconds) / 2, clip, Augment())
     baseline = n / (time.perf_counter() - t)
-    return {"clips": n, "pipeline_clips_per_s": pipeline, "baseline_clips_per_s": baseline, "speedup": pipeline / baseline}
+    return {"clips": n, "pipeline_clips_per_s": pipeline, "baseline_clips_per_s": baseline, "speedup": pipeline / baseline,
+            "cpu_part_clips_per_s": n / cpu_part, "device_part_seconds_per_clip": device_part / n}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,6 +182,33 @@ def data_report(quick: bool = False, clips: int = 6, seconds: float = 8.0) -> di
         for key in ("256p", "256p_10fps", "480p", "720p"):
             results[key] = run(str(tmp / f"shards_{key}"), n, clip)
     return results
+
+
+def device_part(device: str, batch: int = 32, clip: ClipConfig | None = None, repeat: int = 5) -> dict[str, float]:
+    """Seconds per batch of the device part of the augmentation (``finish_batch``) at paper settings on ``device``."""
+    clip = clip or ClipConfig()
+    gen = torch.Generator().manual_seed(0)
+    samples = [{"video": torch.randint(0, 256, (3, clip.num_frames, clip.image_size, clip.image_size),
+                                       dtype=torch.uint8, generator=gen),
+                "video_colour": draw_video_augment(Augment(), gen)[1:], "audio": torch.randn(clip.num_samples, generator=gen),
+                "audio_noise": torch.tensor(0.01), "noise_seed": torch.tensor(i)} for i in range(batch)]
+    on_device = {k: v.to(device) for k, v in default_collate(samples).items()}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    finish_batch(on_device)
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeat):
+        finish_batch(on_device)
+    sync()
+    seconds = (time.perf_counter() - t) / repeat
+    return {"batch": batch, "seconds_per_batch": seconds, "clips_per_s": batch / seconds}
+
+
+def pipeline_256p(rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Clips/s per core of the whole per-clip pipeline from ``--transcode 256`` shards at the source's rate (as loaders
+    worked before the split) vs the loader workers' part now, from ``--transcode 256 --fps 10`` shards."""
+    today, cpu_part = rows["256p"]["pipeline_clips_per_s"], rows["256p_10fps"]["cpu_part_clips_per_s"]
+    return {"today": today, "cpu_part": cpu_part, "ratio": cpu_part / today}
 
 
 if __name__ == "__main__":

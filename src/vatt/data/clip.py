@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,34 +147,93 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
-def rotate_hue(x: torch.Tensor, delta: float) -> torch.Tensor:
+def rotate_hue(x: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
     """Shift the hue of ``[..., 3, H, W]`` RGB in [0, 1] by ``delta`` turns (±0.2 in VATT).
+
+    ``delta``: one shift, or one per clip of a batch ``[B, ..., 3, H, W]`` (a ``[B]`` tensor).
 
     A rotation of the chroma plane in YIQ space: one 3x3 matrix per clip instead of
     an RGB -> HSV -> RGB round trip, which made hue jitter most of the CPU cost of
     a 32x224² clip. Greys stay grey and luma is kept; hues move by close to
     ``delta`` (HSV and YIQ hue angles differ slightly).
     """
+    m = _hue_matrices(delta).to(device=x.device, dtype=x.dtype)  # [1 or B, 3, 3]
+    if not isinstance(delta, torch.Tensor) or delta.dim() == 0:
+        return torch.einsum("ij,...jhw->...ihw", m[0], x).clamp_(0, 1)
+    return torch.einsum("bij,b...jhw->b...ihw", m, x).clamp_(0, 1)
+
+
+def _hue_matrices(delta: float | torch.Tensor) -> torch.Tensor:
+    """RGB -> RGB matrices ``[N, 3, 3]`` of hue shifts by ``delta`` turns (one or ``[N]``), on the CPU."""
     # the I/Q angle runs opposite to HSV hue (red -> green -> blue), hence the minus
-    angle = torch.tensor(-2 * torch.pi * delta)
+    angle = torch.as_tensor(delta, dtype=torch.float32).cpu().reshape(-1) * (-2 * torch.pi)
     c, s = torch.cos(angle), torch.sin(angle)
-    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    m = (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).to(x.dtype)
-    return torch.einsum("ij,...jhw->...ihw", m, x).clamp_(0, 1)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    rot = torch.stack([one, zero, zero, zero, c, -s, zero, s, c], dim=-1).view(-1, 3, 3)
+    return _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+
+
+# The per-clip random parameters of the video augmentation, in this order (``draw_video_augment``):
+# flip (1 = mirror), brightness offset, saturation factor, contrast factor, hue shift (turns).
+# Where colour jitter is not drawn, the colour values are the identity: 0, 1, 1, 0.
+VIDEO_AUGMENT_FIELDS = ("flip", "brightness", "saturation", "contrast", "hue")
+_NO_COLOUR = (0.0, 1.0, 1.0, 0.0)
+
+
+def draw_video_augment(augment: Augment, gen: torch.Generator | None = None) -> torch.Tensor:
+    """One clip's flip and colour-jitter parameters, float ``[5]`` (``VIDEO_AUGMENT_FIELDS``).
+
+    Drawn where the clip is read (a loader worker, from the sample's seeded
+    generator, so a resumed run draws the same ones). The flip is applied there, in
+    the uint8 crop's copy (free); the colour jitter to the whole batch by
+    ``apply_colour``, on the training device after the transfer.
+    """
+    flip = float(_rand(gen) < augment.flip_prob)
+    colour = list(_NO_COLOUR)
+    if _rand(gen) < augment.color_prob:
+        if augment.brightness:
+            colour[0] = _uniform(-augment.brightness, augment.brightness, gen)
+        colour[1] = _uniform(*augment.saturation, gen)
+        colour[2] = _uniform(*augment.contrast, gen)
+        if augment.hue:
+            colour[3] = _uniform(-augment.hue, augment.hue, gen)
+    return torch.tensor([flip, *colour], dtype=torch.float32)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Luma of ``[B, 3, T, H, W]`` RGB as ``[B, 1, T, H, W]`` (torchvision's weights)."""
+    r, g, b = x.unbind(1)
+    return (r * 0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
+
+
+def apply_colour(x: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Colour jitter of a batch ``[B, 3, T, H, W]`` in [0, 1], in place; clip ``b`` by ``colour[b]`` (``[B, 4]``).
+
+    The same for every frame of a clip (docs/vatt.md §6): brightness (an offset),
+    saturation (a blend with the luma), contrast (a blend with each frame's mean
+    luma, as ``torchvision``'s ``adjust_contrast``), hue (a rotation in YIQ,
+    ``rotate_hue``), each clamped to [0, 1]. Plain batched tensor code: it runs on
+    whatever device the batch is on.
+    """
+    colour = colour.to(device=x.device, dtype=x.dtype)
+    bright, sat, contrast = (colour[:, i].view(-1, 1, 1, 1, 1) for i in range(3))
+    x.add_(bright).clamp_(0, 1)
+    grey = _grey(x).mul_(1 - sat)
+    x.mul_(sat).add_(grey).clamp_(0, 1)
+    mean = _grey(x).mean(dim=(-2, -1), keepdim=True).mul_(1 - contrast)  # per frame
+    x.mul_(contrast).add_(mean).clamp_(0, 1)
+    if bool((colour[:, 3] != 0).any()):
+        m = _hue_matrices(colour[:, 3]).to(device=x.device, dtype=x.dtype)
+        x = torch.einsum("bij,bjthw->bithw", m, x).clamp_(0, 1)
+    return x
 
 
 def _flip_and_colour(x: torch.Tensor, augment: Augment, gen: torch.Generator | None) -> torch.Tensor:
-    """Random horizontal flip and colour jitter of ``[T, 3, H, W]`` in [0, 1], the same for every frame."""
-    if _rand(gen) < augment.flip_prob:
+    """Random horizontal flip and colour jitter of one clip ``[T, 3, H, W]`` in [0, 1]."""
+    params = draw_video_augment(augment, gen)
+    if params[0] > 0.5:
         x = x.flip(-1)
-    if _rand(gen) < augment.color_prob:
-        if augment.brightness:
-            x = (x + _uniform(-augment.brightness, augment.brightness, gen)).clamp_(0, 1)
-        x = TF.adjust_saturation(x, _uniform(*augment.saturation, gen))
-        x = TF.adjust_contrast(x, _uniform(*augment.contrast, gen))
-        if augment.hue:
-            x = rotate_hue(x, _uniform(-augment.hue, augment.hue, gen))
-    return x
+    return apply_colour(x.transpose(0, 1)[None].clone(), params[None, 1:])[0].transpose(0, 1)
 
 
 def _to_model(x: torch.Tensor) -> torch.Tensor:
@@ -181,21 +241,56 @@ def _to_model(x: torch.Tensor) -> torch.Tensor:
     return x.mul(2).sub_(1).permute(1, 0, 2, 3).contiguous()
 
 
-def video_to_tensor(
+def crop_video(
     frames: np.ndarray, crop: int, augment: Augment | None, gen: torch.Generator | None = None
-) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, crop, crop]`` in [-1, 1]; random crop/flip/colour with ``augment``."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # T, 3, H, W
-    _, _, h, w = x.shape
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 ``[T, H, W, 3]`` -> (uint8 ``[3, T, crop, crop]``, the colour parameters ``[4]`` or None): a loader's part.
+
+    With ``augment``: a random crop, flipped as drawn (in the copy the crop makes
+    anyway), and the clip's colour-jitter parameters for ``finish_video``; without:
+    the centre crop.
+    """
+    h, w = frames.shape[1:3]
     if augment is None:
-        top, left = (h - crop) // 2, (w - crop) // 2
+        top, left, params = (h - crop) // 2, (w - crop) // 2, None
     else:
         top = int(torch.randint(0, h - crop + 1, (), generator=gen).item())
         left = int(torch.randint(0, w - crop + 1, (), generator=gen).item())
-    x = x[:, :, top : top + crop, left : left + crop].float().div_(255)
-    if augment is not None:
-        x = _flip_and_colour(x, augment, gen)
-    return _to_model(x)
+        params = draw_video_augment(augment, gen)
+    x = frames[:, top : top + crop, left : left + crop]
+    if params is not None and params[0] > 0.5:
+        x = x[:, :, ::-1]
+    video = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))
+    return video, (params[1:].clone() if params is not None else None)
+
+
+# On a CPU the colour ops are memory-bound passes over the batch: a few clips at a time
+# (about this many values) stay in cache, 3x faster than whole-batch passes at demo sizes.
+_CPU_CHUNK_VALUES = 2**21
+
+
+def finish_video(video: torch.Tensor, colour: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 ``[B, 3, T, H, W]`` (what loaders hand over) -> float ``[B, 3, T, H, W]`` in [-1, 1], colour-jittered."""
+    per = max(1, _CPU_CHUNK_VALUES // max(1, video[0].numel())) if len(video) else 1
+    if video.device.type == "cpu" and per < len(video):
+        return torch.cat([finish_video(video[i : i + per], None if colour is None else colour[i : i + per])
+                          for i in range(0, len(video), per)])
+    x = video.float().div_(255)
+    if colour is not None:
+        x = apply_colour(x, colour)
+    return x.mul_(2).sub_(1).contiguous()
+
+
+def video_to_tensor(
+    frames: np.ndarray, crop: int, augment: Augment | None, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, crop, crop]`` in [-1, 1]; random crop/flip/colour with ``augment``.
+
+    The whole per-clip path in one process (benchmarks, tests); loaders split it into
+    ``crop_video`` (worker) and ``finish_video`` (device).
+    """
+    video, colour = crop_video(frames, crop, augment, gen)
+    return finish_video(video[None], colour[None] if colour is not None else None)[0]
 
 
 def crop_positions(height: int, width: int, crop: int, n: int) -> list[tuple[int, int]]:
@@ -256,11 +351,25 @@ def window_starts(duration: float, seconds: float, n: int, start: float = 0.0, e
     return [start + i * slack / (n - 1) for i in range(n)]
 
 
+def audio_noise_scale(wave: torch.Tensor, augment: Augment | None) -> float:
+    """The standard deviation of a clip's Gaussian audio noise: ``audio_noise`` × max |x| (0: none)."""
+    if augment is None or augment.audio_noise <= 0:
+        return 0.0
+    return float(augment.audio_noise * wave.abs().max())
+
+
+def add_audio_noise(audio: torch.Tensor, scale: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """``audio [B, S]`` plus Gaussian noise of standard deviation ``scale[b]`` per clip, drawn from ``gen``."""
+    if not bool((scale > 0).any()):
+        return audio
+    noise = torch.randn(audio.shape, generator=gen, device=audio.device, dtype=audio.dtype)
+    return audio + noise * scale.to(audio).view(-1, *([1] * (audio.dim() - 1)))
+
+
 def audio_to_tensor(wave: np.ndarray, augment: Augment | None, gen: torch.Generator | None = None) -> torch.Tensor:
+    """float ``[S]``, with the training noise when ``augment`` is given (in this process: fine-tuning, tests)."""
     x = torch.from_numpy(wave)
-    if augment is not None and augment.audio_noise > 0:
-        x = x + torch.randn(x.shape, generator=gen) * augment.audio_noise * x.abs().max()
-    return x
+    return add_audio_noise(x[None], torch.tensor([audio_noise_scale(x, augment)]), gen)[0]
 
 
 def choose_window(
@@ -293,7 +402,10 @@ def clip_sample(
 ) -> dict[str, torch.Tensor]:
     """The per-clip pipeline every dataset shares: window -> decode -> augment -> K captions -> tokens.
 
-    ``augment=None`` is validation: a deterministic window, no augmentation. ``gen``
+    ``augment=None`` is validation: a deterministic window, no augmentation. The
+    sample's ``video`` is uint8 ``[3, T, S, S]`` (cropped, flipped); with ``augment`` it also carries
+    the clip's ``video_colour`` parameters, ``audio_noise`` scale and ``noise_seed``, which
+    ``finish_batch`` applies to the batch on the training device. ``gen``
     makes the random choices reproducible (streaming shards seed it per epoch and
     sample, so a resumed run draws the same windows and augmentations).
     """
@@ -311,9 +423,35 @@ def clip_sample(
     text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
     if texts:
         text[: len(texts)] = tokenizer(texts, clip.max_words)
-    return {
-        "video": video_to_tensor(media.video, clip.image_size, augment, gen),
-        "audio": audio_to_tensor(media.audio, augment, gen),
-        "text": text,
-        "text_mask": (text != 0).any(-1),
-    }
+    video, colour = crop_video(media.video, clip.image_size, augment, gen)
+    sample = {"video": video}
+    audio = torch.from_numpy(media.audio)
+    if augment is not None:
+        sample["video_colour"] = colour
+        sample["audio_noise"] = torch.tensor(audio_noise_scale(audio, augment))
+        sample["noise_seed"] = torch.randint(0, 2**62, (), generator=gen)
+    return {**sample, "audio": audio, "text": text, "text_mask": (text != 0).any(-1)}
+
+
+def finish_batch(batch: Any) -> Any:
+    """A pretraining batch as loaders hand it over -> model inputs; ``DataModule.on_after_batch_transfer`` calls it.
+
+    Loader workers do what needs a CPU (decode the window, scale jitter in the
+    resize, the crop and flip in its copy) and send ``uint8`` frames with each
+    clip's colour and noise parameters; here, on the training device and batched,
+    the frames become floats in [-1, 1] with colour jitter applied, and the audio
+    gets its noise
+    (drawn from a generator seeded by the batch's clips, so a resumed run adds the
+    same). A batch whose video is already float (built by hand) is returned as is.
+    """
+    if not isinstance(batch, dict) or not isinstance(batch.get("video"), torch.Tensor) \
+            or batch["video"].dtype != torch.uint8:
+        return batch
+    out = dict(batch)
+    out["video"] = finish_video(out["video"], out.pop("video_colour", None))
+    scale, seeds = out.pop("audio_noise", None), out.pop("noise_seed", None)
+    if scale is not None and seeds is not None:
+        gen = torch.Generator(device=out["audio"].device)
+        gen.manual_seed(hash(tuple(seeds.tolist())) & (2**63 - 1))
+        out["audio"] = add_audio_noise(out["audio"], scale, gen)
+    return out

@@ -8,9 +8,12 @@ to K, tokenize. A clip that fails to decode is skipped, counted in the batch's
 ``skipped`` entry and replaced by the next clip; the run stops with a clear error
 only when many clips in a row are bad.
 
-Batch: ``video`` float [B, 3, T, H, W] in [-1, 1], ``audio`` float [B, S],
-``text`` long [B, K, L], ``text_mask`` bool [B, K], ``index`` long [B],
-``skipped`` long [B].
+Batch, as the model gets it: ``video`` float [B, 3, T, H, W] in [-1, 1], ``audio``
+float [B, S], ``text`` long [B, K, L], ``text_mask`` bool [B, K], ``index`` long [B],
+``skipped`` long [B]. The loaders hand over ``video`` as uint8 with each clip's
+augmentation parameters; flip, colour jitter, the scaling to [-1, 1] and the audio
+noise run batched on the training device (``on_after_batch_transfer`` ->
+``vatt.data.clip.finish_batch``).
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from vatt.errors import UserError
 
-from .clip import Augment, ClipConfig, clip_sample
+from .clip import Augment, ClipConfig, clip_sample, finish_batch
 from .loading import DataLoader, default_num_workers, loader_kwargs
 from .manifest import ClipRow, load_manifest
 from .media import MediaError
@@ -146,6 +149,11 @@ class ResumableLoader(DataLoader):
 # --------------------------------------------------------------------------- DataModule
 
 
+def collate_and_finish(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A loader worker's ``collate_fn`` on CPU-only runs: the batch, and its ``finish_batch`` part done in the worker."""
+    return finish_batch(default_collate(samples))
+
+
 class CaptionDataModule(L.LightningDataModule):
     """What every pretraining DataModule shares: the per-clip pipeline, the loaders' settings and the caption tokenizer.
 
@@ -188,10 +196,28 @@ class CaptionDataModule(L.LightningDataModule):
         self.seed = seed
         self.tokenizer: WordTokenizer | None = None
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the training device: uint8 frames -> augmented model inputs, batched (``finish_batch``; a batch
+        the workers finished, on CPU runs, passes through)."""
+        return finish_batch(batch)
+
     def loader_kwargs(self, train: bool) -> dict[str, Any]:
-        """The training or validation loader's arguments (``vatt.data.loading.loader_kwargs``)."""
-        return loader_kwargs(self.batch_size if train else self.val_batch_size, self.num_workers, train,
-                             self.pin_memory, self.persistent_workers)
+        """The training or validation loader's arguments (``vatt.data.loading.loader_kwargs``).
+
+        Where the run trains on the CPU, the loader workers also do the batched part of
+        the augmentation (``collate_and_finish``): there it would run on the same CPU
+        anyway, and in the workers it runs beside the training step instead of
+        before it. The same code either way, and the same numbers.
+        """
+        kwargs = loader_kwargs(self.batch_size if train else self.val_batch_size, self.num_workers, train,
+                               self.pin_memory, self.persistent_workers)
+        if self._trains_on_cpu() and self.num_workers > 0:
+            kwargs["collate_fn"] = collate_and_finish
+        return kwargs
+
+    def _trains_on_cpu(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cpu"
 
     @property
     def tokenizer_path(self) -> Path:
