@@ -545,7 +545,7 @@ def gpu_main(out_dir: Path) -> dict[str, Any]:
     results = {"machine": machine(), "gpu": gpu_report()}
     rows = data_report()
     results["pipeline_256p"] = pipeline_256p(rows)
-    per_core = results["pipeline_256p"]["cpu_part"]  # what the loader workers do; the rest runs on the GPU:
+    per_core = results["pipeline_256p"]["cpu_part"]  # what the loader workers do; the rest runs on the GPU
     results["device_augment"] = device_part("cuda")
     for model in ("bbs", "mbs"):
         results["gpu"][model]["loader_cores_needed"] = results["gpu"][model]["samples_per_s"] / per_core

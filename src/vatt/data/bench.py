@@ -79,7 +79,7 @@ def _run(shards: str, num_clips: int, clip: ClipConfig) -> dict[str, float]:
     samples = [ds[i] for i in range(n)]  # what a loader worker does: decode, scale jitter, crop, parameters
     cpu_part = time.perf_counter() - t
     t = time.perf_counter()
-    for sample in samples:  # the rest, one clip at a time on this core: as the whole pipeline ran before the split
+    for sample in samples:  # the rest, one clip at a time on this core: the whole pipeline in one process
         finish_batch(default_collate([sample]))
     per_clip_rest = time.perf_counter() - t
     batch = default_collate(samples)
@@ -207,8 +207,8 @@ def device_part(device: str, batch: int = 32, clip: ClipConfig | None = None, re
 
 
 def pipeline_256p(rows: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Clips/s per core of the whole per-clip pipeline from ``--transcode 256`` shards at the source's rate (as loaders
-    worked before the split) vs the loader workers' part now, from ``--transcode 256 --fps 10`` shards."""
+    """Clips/s per core of the whole per-clip pipeline in one process (``today``), from ``--transcode 256`` shards at
+    the source's rate, vs the loader workers' part alone (``cpu_part``), from ``--transcode 256 --fps 10`` shards."""
     today, cpu_part = rows["256p"]["pipeline_clips_per_s"], rows["256p_10fps"]["cpu_part_clips_per_s"]
     return {"today": today, "cpu_part": cpu_part, "ratio": cpu_part / today}
 

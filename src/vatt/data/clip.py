@@ -147,20 +147,16 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
-def rotate_hue(x: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
+def rotate_hue(x: torch.Tensor, delta: float) -> torch.Tensor:
     """Shift the hue of ``[..., 3, H, W]`` RGB in [0, 1] by ``delta`` turns (±0.2 in VATT).
-
-    ``delta``: one shift, or one per clip of a batch ``[B, ..., 3, H, W]`` (a ``[B]`` tensor).
 
     A rotation of the chroma plane in YIQ space: one 3x3 matrix per clip instead of
     an RGB -> HSV -> RGB round trip, which made hue jitter most of the CPU cost of
     a 32x224² clip. Greys stay grey and luma is kept; hues move by close to
     ``delta`` (HSV and YIQ hue angles differ slightly).
     """
-    m = _hue_matrices(delta).to(device=x.device, dtype=x.dtype)  # [1 or B, 3, 3]
-    if not isinstance(delta, torch.Tensor) or delta.dim() == 0:
-        return torch.einsum("ij,...jhw->...ihw", m[0], x).clamp_(0, 1)
-    return torch.einsum("bij,b...jhw->b...ihw", m, x).clamp_(0, 1)
+    m = _hue_matrices(delta)[0].to(device=x.device, dtype=x.dtype)
+    return torch.einsum("ij,...jhw->...ihw", m, x).clamp_(0, 1)
 
 
 def _hue_matrices(delta: float | torch.Tensor) -> torch.Tensor:
@@ -424,13 +420,13 @@ def clip_sample(
     if texts:
         text[: len(texts)] = tokenizer(texts, clip.max_words)
     video, colour = crop_video(media.video, clip.image_size, augment, gen)
-    sample = {"video": video}
     audio = torch.from_numpy(media.audio)
+    sample = {"video": video, "audio": audio, "text": text, "text_mask": (text != 0).any(-1)}
     if augment is not None:
         sample["video_colour"] = colour
         sample["audio_noise"] = torch.tensor(audio_noise_scale(audio, augment))
         sample["noise_seed"] = torch.randint(0, 2**62, (), generator=gen)
-    return {**sample, "audio": audio, "text": text, "text_mask": (text != 0).any(-1)}
+    return sample
 
 
 def finish_batch(batch: Any) -> Any:
@@ -440,9 +436,8 @@ def finish_batch(batch: Any) -> Any:
     resize, the crop and flip in its copy) and send ``uint8`` frames with each
     clip's colour and noise parameters; here, on the training device and batched,
     the frames become floats in [-1, 1] with colour jitter applied, and the audio
-    gets its noise
-    (drawn from a generator seeded by the batch's clips, so a resumed run adds the
-    same). A batch whose video is already float (built by hand) is returned as is.
+    gets its noise (drawn from a generator seeded by the batch's clips, so a resumed
+    run adds the same). A batch whose video is already float (built by hand) is returned as is.
     """
     if not isinstance(batch, dict) or not isinstance(batch.get("video"), torch.Tensor) \
             or batch["video"].dtype != torch.uint8:

@@ -10,9 +10,9 @@ only when many clips in a row are bad.
 
 Batch, as the model gets it: ``video`` float [B, 3, T, H, W] in [-1, 1], ``audio``
 float [B, S], ``text`` long [B, K, L], ``text_mask`` bool [B, K], ``index`` long [B],
-``skipped`` long [B]. The loaders hand over ``video`` as uint8 with each clip's
-augmentation parameters; flip, colour jitter, the scaling to [-1, 1] and the audio
-noise run batched on the training device (``on_after_batch_transfer`` ->
+``skipped`` long [B]. The loaders hand over ``video`` as uint8 (cropped and
+flipped) with each clip's colour and noise parameters; colour jitter, the scaling to
+[-1, 1] and the audio noise run batched on the training device (``on_after_batch_transfer`` ->
 ``vatt.data.clip.finish_batch``).
 """
 
