@@ -169,6 +169,22 @@ def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run(tmp_pat
                                tmp_path / "resume" / "run" / "checkpoints" / "last.ckpt")
 
 
+def test_cpu_training_shares_the_cores_with_its_loader_workers_and_says_so(tmp_path, demo_root, monkeypatch, caplog):
+    from vatt.data import loading
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(loading, "usable_cores", lambda: 4)
+    cfg = make_cfg(tmp_path, ["debug=fdr", "data.num_workers=1", *small_data(demo_root)])
+    try:
+        with caplog.at_level("INFO", logger="vatt.train"):
+            train(cfg)
+        assert torch.get_num_threads() == 3  # 4 cores, one left to the worker
+    finally:
+        torch.set_num_threads(before)
+    assert "CPU training: 3 math thread(s) per process beside 1 loader worker(s) on 4 core(s)" in caplog.text
+
+
 def test_bf16_mixed_precision_runs_on_cpu(tmp_path, demo_root):
     cfg = make_cfg(tmp_path, ["debug=fdr", "trainer.precision=bf16-mixed", *small_data(demo_root)])
     assert torch.isfinite(torch.tensor(train(cfg)["train/loss"]))

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from vatt.config import check_eval_config
 from vatt.data.clip import ClipConfig
 from vatt.data.downstream import DownstreamData
-from vatt.data.loading import DataLoader, default_num_workers
+from vatt.data.loading import DataLoader, default_num_workers, share_cores_with_workers
 from vatt.data.tokenizer import WordTokenizer
 from vatt.errors import UserError, reported
 from vatt.interrupts import Stopped, raise_on_stop_signals
@@ -214,6 +214,8 @@ def caption_tokenizer(listing: Any) -> WordTokenizer:
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     data = downstream_data(cfg)
+    if _device(cfg).type == "cpu":  # feature passes on the CPU beside their loader workers
+        share_cores_with_workers(default_num_workers(cfg.num_workers))
     if cfg.protocol == "linear_probe":
         metrics = run_linear_probe(cfg, build_model(cfg), data)
     elif cfg.protocol == "classifier":

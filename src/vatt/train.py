@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from vatt.data import loading
 from vatt.errors import reported
 from vatt.interrupts import Stopped, raise_on_stop_signals
 from vatt.lightning.callbacks import HParamsSummary, Preemption, RandomState, RunConfig
@@ -90,6 +91,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = hydra.utils.instantiate(cfg.model, **datamodule.model_kwargs(), _convert_="all")
     choose_monitor(cfg, datamodule)
     trainer = build_trainer(cfg, module, datamodule.vocabulary())
+    if trainer.strategy.root_device.type == "cpu":
+        workers = getattr(datamodule, "num_workers", 0)
+        threads = loading.share_cores_with_workers(workers, trainer.num_devices)
+        if threads is not None:
+            _info("CPU training: %d math thread(s) per process beside %d loader worker(s) on %d core(s) "
+                  "(set OMP_NUM_THREADS to choose)", threads, workers, loading.usable_cores())
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
