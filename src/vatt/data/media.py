@@ -110,7 +110,8 @@ def audio_array(frame: av.AudioFrame) -> np.ndarray:
     if arr.dtype.kind in "iu":
         info = np.iinfo(arr.dtype)
         arr = (arr.astype(np.float32) - (info.min + info.max + 1) / 2) / (info.max + 1)
-    return arr.astype(np.float32, copy=False).mean(axis=0)
+    arr = arr.astype(np.float32, copy=False)
+    return arr[0] if len(arr) == 1 else arr.mean(axis=0)  # mono: no averaging pass
 
 
 def real_stream(streams):
