@@ -56,6 +56,20 @@ def test_quick_bench_writes_every_section_with_finite_ratios(tmp_path, demo_root
     assert table == markdown(results) and "fp32 GEMM rate" in table and "| tiny video tower | 1 |" in table
 
 
+def test_cpu_step_bench_prints_seconds_per_step_beside_a_busy_process():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "cpu_step.py"
+    proc = subprocess.run([sys.executable, str(script), "--threads", "1", "--busy", "--steps", "1", "--batch", "4"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r"tiny model, 4 clips, 1 thread\(s\) beside a busy process: ([0-9.]+) s per step", proc.stdout)
+    assert found and float(found.group(1)) > 0, proc.stdout
+
+
 def test_gpu_peaks_are_looked_up_by_device_name():
     assert gpu_peak("NVIDIA H200") == 989e12 and gpu_peak("NVIDIA A100-SXM4-80GB") == 312e12
     assert gpu_peak("NVIDIA L40S") == 362e12 and gpu_peak("Some other GPU") is None

@@ -16,6 +16,7 @@ def cores(monkeypatch):
     """A machine of ``n`` usable cores with no OMP_NUM_THREADS; torch's thread count put back afterwards."""
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(loading, "_chosen_threads", None)  # (put back afterwards: no test inherits a choice)
 
     def machine(n: int) -> None:
         monkeypatch.setattr(loading, "usable_cores", lambda: n)
@@ -43,3 +44,11 @@ def test_omp_num_threads_set_by_the_user_wins(cores, monkeypatch):
     torch.set_num_threads(3)
     assert share_cores_with_workers(4) is None
     assert torch.get_num_threads() == 3 and os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_later_run_in_the_same_process_chooses_again_for_its_own_workers(cores):
+    """A multirun's jobs share one process: the value set for the first job is not mistaken for the user's."""
+    cores(8)
+    assert share_cores_with_workers(2) == 6
+    assert share_cores_with_workers(4) == 4
+    assert torch.get_num_threads() == 4 and os.environ["OMP_NUM_THREADS"] == "4"

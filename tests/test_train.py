@@ -175,6 +175,7 @@ def test_cpu_training_shares_the_cores_with_its_loader_workers_and_says_so(tmp_p
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(loading, "usable_cores", lambda: 4)
+    monkeypatch.setattr(loading, "_chosen_threads", None)
     cfg = make_cfg(tmp_path, ["debug=fdr", "data.num_workers=1", *small_data(demo_root)])
     try:
         with caplog.at_level("INFO", logger="vatt.train"):

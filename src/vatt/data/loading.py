@@ -105,18 +105,23 @@ def share_cores_with_workers(num_workers: int, processes: int = 1) -> int | None
     torch gives every process one math thread per core; the loader workers (one
     thread each) then take cores its OpenMP threads wait on, and a step slows down
     by more than the cores it lost (on 2 cores beside one busy process, the demo's
-    step took 1.4 s with 2 threads and 0.55 s with 1; README "Measured numbers").
+    step took 0.95-1.4 s with 2 threads and 0.5 s with 1; bench/cpu_step.py).
     Each of ``processes`` training processes (DDP ranks on this machine) gets its
     share of the cores less one per worker, at least 1; ``OMP_NUM_THREADS`` is set
-    too, so ranks started later inherit it. Returns the number chosen, or None
-    (nothing changed) where the user set ``OMP_NUM_THREADS``.
+    too, so ranks started later inherit it (a value this function set itself, e.g.
+    for an earlier job of a multirun, is chosen again). Returns the number chosen,
+    or None (nothing changed) where the user set ``OMP_NUM_THREADS``.
     """
-    if "OMP_NUM_THREADS" in os.environ:
+    global _chosen_threads
+    if os.environ.get("OMP_NUM_THREADS", _chosen_threads) != _chosen_threads:
         return None
     threads = max(1, usable_cores() // max(1, processes) - num_workers)
     torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    _chosen_threads = os.environ["OMP_NUM_THREADS"] = str(threads)
     return threads
+
+
+_chosen_threads: str | None = None  # the OMP_NUM_THREADS share_cores_with_workers set in this process
 
 
 def loader_kwargs(batch_size: int, num_workers: int, train: bool, pin_memory: bool = True,
