@@ -127,3 +127,105 @@ def test_audio_noise_has_the_clip_s_scale_and_follows_the_batch_s_seeds(device):
 def test_a_batch_built_by_hand_in_floats_passes_through():
     batch = {"video": torch.rand(2, 3, 4, 8, 8) * 2 - 1, "audio": torch.zeros(2, 10)}
     assert finish_batch(batch) is batch
+
+
+# --------------------------------------------------------------------------- the crop box's planes (training clips)
+
+
+def _yuv_clip(tmp_path, frames: np.ndarray, fps: int = 10):
+    """An H.264 clip of ``frames`` (uint8 [T, H, W, 3]) with a silent audio track."""
+    from conftest import write_av
+
+    return write_av(tmp_path / "c.mp4", frames, fps, np.zeros(int(len(frames) / fps * 16000), np.float32), 16000)
+
+
+@pytest.mark.parametrize("bt709", [False, True])
+def test_the_device_colour_conversion_gives_the_limited_range_reference_colours(bt709):
+    from vatt.data.clip import finish_planes
+
+    kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0]])
+    luma = kr * rgb[:, 0] + (1 - kr - kb) * rgb[:, 1] + kb * rgb[:, 2]  # by hand, the standard's definition
+    cb, cr = (rgb[:, 2] - luma) / (2 * (1 - kb)), (rgb[:, 0] - luma) / (2 * (1 - kr))
+    y = (16 + 219 * luma).view(5, 1, 1, 1).expand(5, 2, 4, 4)
+    uv = torch.stack([128 + 224 * cb, 128 + 224 * cr], 1).view(5, 1, 2, 1, 1).expand(5, 2, 2, 2, 2)
+    box = torch.tensor([[0.0, 0.0, 4.0, 4.0]] * 5)
+    out = finish_planes(y.contiguous(), uv.contiguous(), box, torch.tensor([bt709] * 5), 4)
+    assert out.shape == (5, 3, 2, 4, 4)
+    torch.testing.assert_close(out[..., 0, 0, 0], rgb, atol=1e-5, rtol=0)
+
+
+def test_the_crop_box_follows_the_resized_frame_s_crop_and_is_deterministic():
+    from vatt.data.clip import crop_planes
+    from vatt.data.media import Clip, _resize_dims
+
+    height, width, crop = 60, 100, 32
+    rows, cols = np.mgrid[0:height, 0:width]
+    y = np.stack([cols + 0 * rows] * 3).astype(np.uint8)  # luma = the column: says which columns were cut, in what order
+    uv = np.stack([np.stack([rows[::2, ::2], cols[::2, ::2]])] * 3).astype(np.uint8)  # U = row, V = column (chroma px)
+    media = Clip(video=y, audio=np.zeros(4, np.float32), has_audio=False, padded=False, chroma=uv)
+    flips, tops = 0, set()
+    for seed in range(300):
+        gen = torch.Generator().manual_seed(seed)
+        stretch = (_uniform(0.8, 1.2, gen), _uniform(0.8, 1.2, gen))
+        state = gen.get_state()
+        s = crop_planes(media, crop, 40, stretch, Augment(), gen)  # resized to a short side of 40: slack both ways
+        gen.set_state(state)  # the draws by hand: the crop's corner in the resized frame, then the flip
+        w2, h2 = _resize_dims(width, height, 40, stretch)
+        top, left = (int(torch.randint(0, n - crop + 1, (), generator=gen)) for n in (h2, w2))
+        flip = draw_video_augment(Augment(), gen)[0] > 0.5
+        x1, y1, x2, y2 = s["video_box"].tolist()
+        r0, c0 = int(s["video_uv"][0, 0, 0, 0]), int(s["video_y"][0, 0, -1 if flip else 0])  # the region's corner
+        span = s["video_y"].shape[-1]
+        if flip:  # mirrored planes, mirrored box
+            assert s["video_y"][0, 0].tolist() == list(range(c0 + span - 1, c0 - 1, -1))
+            x1, x2 = span - x2, span - x1
+        else:
+            assert s["video_y"][0, 0].tolist() == list(range(c0, c0 + span))
+        # the crop of the resized frame mapped back to source pixels, exactly
+        assert x1 + c0 == pytest.approx(left * width / w2, abs=1e-4) and y1 + r0 == pytest.approx(top * height / h2, abs=1e-4)
+        assert x2 - x1 == pytest.approx(crop * width / w2, abs=1e-4) and y2 - y1 == pytest.approx(crop * height / h2, abs=1e-4)
+        assert r0 % 2 == c0 % 2 == 0 and 0 <= x1 and x2 <= span and 0 <= y1 and y2 <= s["video_y"].shape[1]
+        assert s["video_uv"].shape[-2:] == ((s["video_y"].shape[1] + 1) // 2, (span + 1) // 2)
+        tops.add(top)
+        again = crop_planes(media, crop, 40, stretch, Augment(), gen.set_state(state) or gen)
+        assert torch.equal(again["video_y"], s["video_y"]) and torch.equal(again["video_colour"], s["video_colour"])
+        flips += flip
+    assert 0.42 <= flips / 300 <= 0.58 and len(tops) > 5  # flip_prob 0.5; crops all over the frame
+
+
+def test_training_clips_match_the_per_clip_cpu_pipeline_they_replaced(tmp_path):
+    """The same draws through the device's box resample, a resize-then-crop by hand and the CPU path before the split."""
+    from vatt.data.clip import ClipConfig, clip_sample, collate_clips
+    from vatt.data.media import _resize_dims, read_clip
+    from vatt.data.tokenizer import WordTokenizer
+
+    # smooth moving colour waves (periods of 20-40 pixels), like camera footage
+    yy, xx = np.mgrid[0:48, 0:80].astype(np.float32)
+    frames = np.stack([np.stack([np.sin(xx / 6 + i / 3), np.cos(yy / 5 - i / 4), np.sin((xx + yy) / 9)], -1)
+                       for i in range(20)]) * 100 + 128
+    path = _yuv_clip(tmp_path, frames.astype(np.uint8))
+    clip, augment = ClipConfig(4, 10.0, 32, 16000, sampling="uniform"), Augment(color_prob=0.0, audio_noise=0.0)
+    tok = WordTokenizer.from_words(["a"])
+    by_hand, before = [], []
+    for seed in range(12):
+        new = finish_batch(collate_clips([clip_sample(path, [], 2.0, clip, augment, tok, torch.Generator().manual_seed(seed))]))
+        new = new["video"][0]
+        gen = torch.Generator().manual_seed(seed)  # the same draws, in the same order
+        start = _uniform(0.0, 2.0 - clip.seconds, gen)
+        stretch = (_uniform(0.8, 1.2, gen), _uniform(0.8, 1.2, gen)) if _rand(gen) < 0.8 else None
+        state = gen.get_state()
+        # by hand: the whole RGB frame resized (antialiased bilinear) as the augmentation says, then cropped
+        full = torch.from_numpy(read_clip(path, start, 4, 10.0, 16000, clip.num_samples).video).permute(0, 3, 1, 2)
+        w2, h2 = _resize_dims(80, 48, 32, stretch)
+        resized = TF.resize(full.float(), [h2, w2], antialias=True) / 255
+        top, left = (int(torch.randint(0, n - 32 + 1, (), generator=gen)) for n in (h2, w2))
+        ref = resized[:, :, top : top + 32, left : left + 32]
+        ref = ref.flip(-1) if draw_video_augment(augment, gen)[0] > 0.5 else ref
+        by_hand.append((new - ref.permute(1, 0, 2, 3).mul(2).sub(1)).abs().mean().item() * 127.5)
+        # the CPU path before the split: FFmpeg's scaler resizes the frame, then the uint8 crop
+        gen.set_state(state)
+        old = video_to_tensor(read_clip(path, start, 4, 10.0, 16000, clip.num_samples, 32, stretch).video, 32, augment, gen)
+        before.append((new - old).abs().mean().item() * 127.5)
+    # grey levels of 255: the same view; what is left is YUV 4:2:0 chroma and the resamplers' filters
+    assert max(by_hand) < 2.5 and max(before) < 6.0, (by_hand, before)

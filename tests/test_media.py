@@ -15,6 +15,26 @@ def test_shapes_dtypes_and_resize(tmp_path):
     assert clip.has_audio and not clip.padded
 
 
+def test_yuv420p_output_hands_over_the_decoded_planes_of_the_rgb_frames(tmp_path):
+    path = flash_and_click(tmp_path / "a.mp4", flash_time=1.2)  # 64x48
+    rgb = read_clip(path, 0.9, num_frames=8, fps=10, sample_rate=16000, num_samples=12800)
+    yuv = read_clip(path, 0.9, num_frames=8, fps=10, sample_rate=16000, num_samples=12800, output="yuv420p")
+    assert yuv.video.shape == (8, 48, 64) and yuv.chroma.shape == (8, 2, 24, 32) and yuv.video.dtype == np.uint8
+    assert not yuv.bt709 and np.array_equal(yuv.audio, rgb.audio)
+    # the flash: limited-range luma 235 where RGB is white, 16 where black, same frames
+    assert ((yuv.video.reshape(8, -1).mean(1) > 200) == (rgb.video.reshape(8, -1).mean(1) > 200)).all()
+    luma = rgb.video.astype(np.float64) @ [0.299, 0.587, 0.114]  # BT.601, full range
+    assert np.abs(16 + 219 / 255 * luma - yuv.video).mean() < 2.0
+    capped = read_clip(path, 0.9, num_frames=8, fps=10, sample_rate=16000, num_samples=0, short_side=32, output="yuv420p")
+    assert capped.video.shape == (8, 32, 44) and capped.chroma.shape == (8, 2, 16, 22)  # shrunk (43 -> even 44)
+    kept = read_clip(path, 0.9, num_frames=8, fps=10, sample_rate=16000, num_samples=0, short_side=96, output="yuv420p")
+    assert kept.video.shape == (8, 48, 64)  # a cap, never an enlargement
+    with pytest.raises(ValueError, match="stretch"):
+        read_clip(path, 0.9, 8, 10, 16000, 0, 32, stretch=(1.1, 0.9), output="yuv420p")
+    with pytest.raises(ValueError, match="output"):
+        read_clip(path, 0.9, 8, 10, 16000, 0, output="rgba")
+
+
 @pytest.mark.parametrize("start", [0.9, 1.0, 1.05])
 def test_flash_and_click_line_up_within_one_frame(tmp_path, start):
     path = flash_and_click(tmp_path / "a.mp4", flash_time=1.2)

@@ -601,3 +601,22 @@ def test_cli_transcode_at_the_training_rate_decodes_to_the_frames_of_the_source(
         prepare("manifest", tmp_path / "other", manifest=manifest, fps=10)
     with pytest.raises(ValueError, match="frame rate"):
         prepare("manifest", tmp_path / "other", manifest=manifest, transcode=32, fps=0)
+    with pytest.raises(ValueError, match="--x264-tune"):
+        prepare("manifest", tmp_path / "other", manifest=manifest, transcode=32, x264_tune="film")
+
+
+def test_transcode_tunes_x264_for_fast_decoding_unless_told_otherwise(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    clip(src / "a.mp4", 2.0, seed=3)
+    manifest = write_manifest(src / "m.jsonl", [{"video": "a.mp4"}])
+    settings = {}
+    for tune in ("fastdecode", None):
+        out = tmp_path / f"shards-{tune}"
+        summary = prepare("manifest", out, manifest=manifest, transcode=32, x264_tune=tune, progress=False)
+        assert summary["args"]["x264_tune"] == tune
+        media = bytes(read_dataset(out)["a"]["media"])
+        # x264 writes its settings into the stream (an SEI message): CAVLC and no deblocking with fastdecode
+        settings[tune] = {k: media.split(k.encode() + b"=")[1][:1] for k in ("cabac", "deblock")}
+    assert settings["fastdecode"] == {"cabac": b"0", "deblock": b"0"}
+    assert settings[None] == {"cabac": b"1", "deblock": b"1"}

@@ -237,10 +237,14 @@ def test_datamodule_builds_tokenizer_and_batches(demo_root):
     dm.prepare_data()
     assert (demo_root / "tokenizer.json").is_file() and dm.vocab_size > 10
     dm.setup("fit")
-    raw = next(iter(dm.train_dataloader()))  # what the workers hand over: uint8 frames + augmentation parameters
-    assert set(raw) == {"video", "video_colour", "audio_noise", "noise_seed", "audio", "text", "text_mask", "index",
-                        "skipped"}
-    assert raw["video"].dtype == torch.uint8 and raw["video_colour"].shape == (4, 4)
+    raw = next(iter(dm.train_dataloader()))  # what the workers hand over: crop boxes' planes + augmentation parameters
+    assert set(raw) == {"video_y", "video_uv", "video_box", "video_bt709", "video_crop", "video_colour", "audio_noise",
+                        "noise_seed", "audio", "text", "text_mask", "index", "skipped"}
+    assert raw["video_y"].dtype == torch.uint8 and raw["video_colour"].shape == (4, 4)
+    # the regions around the crop boxes, padded to the batch's largest; chroma at half resolution
+    h, w = raw["video_y"].shape[-2:]
+    assert raw["video_y"].shape[:2] == (4, 8) and raw["video_uv"].shape == (4, 8, 2, (h + 1) // 2, (w + 1) // 2)
+    assert raw["video_box"].shape == (4, 4) and (raw["video_box"][:, 2:] <= torch.tensor([w, h])).all()
     batch = dm.on_after_batch_transfer(raw, 0)  # on the training device
     assert set(batch) == {"video", "audio", "text", "text_mask", "index", "skipped"}
     assert batch["video"].shape == (4, 3, 8, 64, 64) and batch["audio"].shape == (4, 12800)
@@ -298,13 +302,13 @@ def test_loader_workers_give_the_same_validation_batches_as_the_main_process(dem
         assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["text"], b["text"])
 
 
-def test_default_loader_workers_never_exceed_the_cores():
-    import os
+def test_default_loader_workers_leave_a_core_to_the_training_process(monkeypatch):
+    import vatt.data.loading as loading
 
-    from vatt.data.loading import default_num_workers
-
-    cores = len(os.sched_getaffinity(0))
-    assert default_num_workers(None) == min(4, cores) and default_num_workers(3) == 3
+    for cores, workers in ((1, 1), (2, 1), (3, 2), (5, 4), (16, 4)):
+        monkeypatch.setattr(loading, "usable_cores", lambda: cores)
+        assert loading.default_num_workers(None) == workers
+    assert loading.default_num_workers(3) == 3 and loading.default_num_workers(0) == 0
 
 
 def _error_raised_in(filename: str, kind: type[BaseException]) -> tuple:
@@ -353,13 +357,13 @@ def test_aspect_jitter_draws_independent_height_and_width_factors_with_its_proba
     import vatt.data.clip as clipmod
 
     seen = []
-    real = clipmod.read_clip
+    real = clipmod.crop_planes
 
-    def spy(*args, **kwargs):
-        seen.append(args[7] if len(args) > 7 else kwargs.get("stretch"))
-        return real(*args, **kwargs)
+    def spy(media, crop, short, stretch, *args, **kwargs):
+        seen.append(stretch)
+        return real(media, crop, short, stretch, *args, **kwargs)
 
-    monkeypatch.setattr(clipmod, "read_clip", spy)
+    monkeypatch.setattr(clipmod, "crop_planes", spy)
     ds = _ramp_dataset(tmp_path, Augment(color_prob=0.0, hue=0.0))
     for seed in range(200):
         torch.manual_seed(seed)

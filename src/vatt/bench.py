@@ -437,15 +437,16 @@ def markdown(results: dict[str, Any]) -> str:
                       f"{p['total_seconds']:.2f} s in all):", "", "| operator | seconds | share | calls |", "|---|---|---|---|"]
         lines += [f"| {e['op']} | {e['seconds']:.2f} | {100 * e['share']:.0f} % | {e['calls']} |" for e in p["top"]]
     if results.get("data"):
-        lines += ["", "| data pipeline source | pipeline clips/s per core | decode-all baseline | ratio | workers' part | "
-                      "device part (this CPU), ms per clip |", "|---|---|---|---|---|---|"]
+        lines += ["", "| data pipeline source | per-clip pipeline before the split, clips/s per core | decode-all baseline "
+                      "| ratio | workers' part | device part (this CPU), ms per clip |", "|---|---|---|---|---|---|"]
         for key, r in results["data"].items():
             lines.append(f"| {key} | {r['pipeline_clips_per_s']:.2f} | {r['baseline_clips_per_s']:.2f} | {r['speedup']:.2f}x "
                          f"| {r['cpu_part_clips_per_s']:.2f} | {1e3 * r['device_part_seconds_per_clip']:.1f} |")
     if results.get("pipeline_256p"):
         p = results["pipeline_256p"]
-        lines += ["", f"loader clips/s per core from 256p: the per-clip pipeline at the source rate {p['today']:.2f}, "
-                      f"the workers' part at 10 fps {p['cpu_part']:.2f} (**{p['ratio']:.2f}x**)"]
+        lines += ["", f"loader clips/s per core from 256p: the per-clip pipeline before the split, on shards as prepare "
+                      f"wrote them before (source rate, x264 defaults) {p['today']:.2f}; the workers' part now, on "
+                      f"--transcode 256 --fps 10 shards (fastdecode) {p['cpu_part']:.2f} (**{p['ratio']:.2f}x**)"]
     if results.get("cores_per_gpu"):
         c = results["cores_per_gpu"]
         lines += ["", f"loader cores per GPU (an H100 at {100 * c['mfu']:.0f} % MFU of {c['peak_flops_per_s'] / 1e12:.0f} "

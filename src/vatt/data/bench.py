@@ -2,11 +2,14 @@
 
 Clips per second, in one process (= one dataloader worker), of
 
-- **pipeline**: the full per-clip training pipeline on prepared shards (window ->
-  seek + decode the window from memory -> scale jitter, crop, flip, colour jitter
-  -> audio resample + noise -> K captions -> tokens), one clip at a time on one core;
-- **cpu part**: what a loader worker does of it (decode, scale jitter, uint8 crop,
-  the augmentation's parameters); the rest runs batched on the training device
+- **pipeline**: the training pipeline as it was before the augmentation moved to the
+  device (``per_clip_clip``: window -> seek + decode the window from memory -> scale
+  jitter in FFmpeg's RGB resize, crop, flip, colour jitter -> audio resample + noise
+  -> K captions -> tokens), one clip at a time on one core: the reference;
+- **cpu part**: what a loader worker does of it (decode the window, cut each frame's
+  crop box from its yuv420p planes, the augmentation's parameters); the rest (the
+  box's resize to the crop size, colour conversion and jitter, [-1, 1], audio noise)
+  runs batched on the training device
   (``device_part_seconds_per_clip``: that part on this CPU, per clip of a batch), and
 - **baseline**: decoding every frame and all audio of the same file with PyAV,
   then subsampling the window's frames and resampling the audio (what a loader
@@ -27,10 +30,11 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from torch.utils.data import default_collate
-
-from .clip import Augment, ClipConfig, audio_to_tensor, draw_video_augment, finish_batch, video_to_tensor
-from .media import audio_array
+from .clip import (
+    Augment, ClipConfig, _rand, _uniform, audio_to_tensor, choose_window, collate_clips, draw_video_augment, finish_batch,
+    select_captions, video_to_tensor,
+)
+from .media import audio_array, probe_duration, read_clip
 from .shards import ClipShardDataset, parse_meta
 from .tokenizer import WordTokenizer
 
@@ -60,6 +64,27 @@ def baseline_clip(data: bytes, start: float, clip: ClipConfig, augment: Augment)
     return video_to_tensor(video, clip.image_size, augment).numpy(), audio_to_tensor(wave, augment).numpy()
 
 
+def per_clip_clip(data: bytes, captions: list, duration: float | None, clip: ClipConfig, augment: Augment,
+                  tokenizer: WordTokenizer, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """The training pipeline as it was before the split, kept as the benchmark's reference ("today"): the window's
+    frames resized with the scale jitter by FFmpeg's scaler to RGB, then crop, flip, colour jitter, [-1, 1] and
+    the audio noise, one clip at a time on the CPU (the same draws as ``clip_sample``)."""
+    start, anchor = choose_window(captions, duration or probe_duration(data), clip, True, gen)
+    short, stretch = clip.image_size, None
+    if _rand(gen) < augment.scale_jitter_prob:
+        if augment.scale_jitter_mode == "aspect":
+            stretch = (_uniform(*augment.scale_jitter, gen), _uniform(*augment.scale_jitter, gen))
+        else:
+            short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
+    media = read_clip(data, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short, stretch)
+    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions, anchor, clip.max_caption_distance)
+    text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
+    if texts:
+        text[: len(texts)] = tokenizer(texts, clip.max_words)
+    return {"video": video_to_tensor(media.video, clip.image_size, augment, gen),
+            "audio": audio_to_tensor(media.audio, augment, gen), "text": text}
+
+
 def run(shards: str, num_clips: int, clip: ClipConfig) -> dict[str, float]:
     """Clips per second of the pipeline and of the decode-all baseline on ``num_clips`` clips, one thread."""
     threads = torch.get_num_threads()
@@ -71,25 +96,25 @@ def run(shards: str, num_clips: int, clip: ClipConfig) -> dict[str, float]:
 
 
 def _run(shards: str, num_clips: int, clip: ClipConfig) -> dict[str, float]:
-    ds = ClipShardDataset(shards, WordTokenizer.from_words(["a"]), clip, Augment(), shuffle=False)
+    tokenizer = WordTokenizer.from_words(["a"])
+    ds = ClipShardDataset(shards, tokenizer, clip, Augment(), shuffle=False)
     n = min(num_clips, len(ds))
     raw = [ds.raw(i) for i in range(n)]
-    finish_batch(default_collate([ds[0]]))  # warm-up: imports, codec initialisation
+    finish_batch(collate_clips([ds[0]]))  # warm-up: imports, codec initialisation
     t = time.perf_counter()
-    samples = [ds[i] for i in range(n)]  # what a loader worker does: decode, scale jitter, crop, parameters
+    samples = [ds[i] for i in range(n)]  # what a loader worker does: decode, the crop box's planes, parameters
     cpu_part = time.perf_counter() - t
-    t = time.perf_counter()
-    for sample in samples:  # the rest, one clip at a time on this core: the whole pipeline in one process
-        finish_batch(default_collate([sample]))
-    per_clip_rest = time.perf_counter() - t
-    batch = default_collate(samples)
+    batch = collate_clips(samples)
     t = time.perf_counter()
     finish_batch(batch)  # the device part, batched (here on the CPU; bench/gpu.sh times it on the GPU)
     device_part = time.perf_counter() - t
-    pipeline = n / (cpu_part + per_clip_rest)
+    metas = [parse_meta(item["meta"]) for item in raw]
     t = time.perf_counter()
-    for item in raw:
-        _, duration, _ = parse_meta(item["meta"])
+    for i, (item, (captions, duration, _)) in enumerate(zip(raw, metas)):
+        per_clip_clip(bytes(item["media"]), captions, duration, clip, Augment(), tokenizer, torch.Generator().manual_seed(i))
+    pipeline = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for item, (_, duration, _) in zip(raw, metas):
         baseline_clip(bytes(item["media"]), max(0.0, (duration or clip.seconds) - clip.seconds) / 2, clip, Augment())
     baseline = n / (time.perf_counter() - t)
     return {"clips": n, "pipeline_clips_per_s": pipeline, "baseline_clips_per_s": baseline, "speedup": pipeline / baseline,
@@ -109,8 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     r = run(args.shards, args.num_clips, clip)
     print(
         f"{r['clips']} clips, {clip.num_frames} frames @ {clip.fps:g} fps, {clip.image_size}^2, {clip.sample_rate} Hz, one process:\n"
-        f"  pipeline (seek + window decode + augment): {r['pipeline_clips_per_s']:.1f} clips/s\n"
-        f"  of it, the loader workers' part (decode, scale jitter, uint8 crop + flip): "
+        f"  per-clip pipeline before the split (seek + window decode + augment on the CPU): "
+        f"{r['pipeline_clips_per_s']:.1f} clips/s\n"
+        f"  of it, the loader workers' part (decode, the crop box's yuv420p planes): "
         f"{r['cpu_part_clips_per_s']:.1f} clips/s\n"
         f"  baseline (decode every frame, subsample):  {r['baseline_clips_per_s']:.1f} clips/s\n"
         f"  ratio: {r['speedup']:.2f}x"
@@ -176,9 +202,10 @@ def data_report(quick: bool = False, clips: int = 6, seconds: float = 8.0) -> di
                 rows.append({"video": f"c{i}.mp4", "captions": [{"start": 0.0, "end": 1.0, "text": "a clip"}]})
             (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             prepare("manifest", str(tmp / f"shards_{key}"), manifest=folder / "m.jsonl", workers=2, progress=False)
-        # what prepare --transcode 256 writes from the 720p sources: at their rate, and at the training rate
+        # what prepare --transcode 256 wrote from the 720p sources before (x264's default tuning, the source's
+        # rate: the reference), and writes now at the training rate (fastdecode, --fps 10)
         prepare("manifest", str(tmp / "shards_256p"), manifest=tmp / "720p" / "m.jsonl", workers=2, progress=False,
-                transcode=32 if quick else 256)
+                transcode=32 if quick else 256, x264_tune=None)
         prepare("manifest", str(tmp / "shards_256p_10fps"), manifest=tmp / "720p" / "m.jsonl", workers=2,
                 progress=False, transcode=32 if quick else 256, fps=clip.fps)
         for key in ("256p", "256p_10fps", "480p", "720p"):
@@ -190,11 +217,16 @@ def device_part(device: str, batch: int = 32, clip: ClipConfig | None = None, re
     """Seconds per batch of the device part of the augmentation (``finish_batch``) at paper settings on ``device``."""
     clip = clip or ClipConfig()
     gen = torch.Generator().manual_seed(0)
-    samples = [{"video": torch.randint(0, 256, (3, clip.num_frames, clip.image_size, clip.image_size),
-                                       dtype=torch.uint8, generator=gen),
+    # the crop box of a 256p source (what prepare --transcode 256 writes): the full short side, square
+    box = round(clip.image_size * 256 / 224) // 2 * 2
+    samples = [{"video_y": torch.randint(0, 256, (clip.num_frames, box, box), dtype=torch.uint8, generator=gen),
+                "video_uv": torch.randint(0, 256, (clip.num_frames, 2, box // 2, box // 2), dtype=torch.uint8,
+                                          generator=gen),
+                "video_box": torch.tensor([box, box]), "video_bt709": torch.tensor(False),
+                "video_crop": torch.tensor(clip.image_size),
                 "video_colour": draw_video_augment(Augment(), gen)[1:], "audio": torch.randn(clip.num_samples, generator=gen),
                 "audio_noise": torch.tensor(0.01), "noise_seed": torch.tensor(i)} for i in range(batch)]
-    on_device = {k: v.to(device) for k, v in default_collate(samples).items()}
+    on_device = {k: v.to(device) for k, v in collate_clips(samples).items()}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     finish_batch(on_device)
     sync()
@@ -207,8 +239,9 @@ def device_part(device: str, batch: int = 32, clip: ClipConfig | None = None, re
 
 
 def pipeline_256p(rows: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Clips/s per core of the whole per-clip pipeline in one process (``today``), from ``--transcode 256`` shards at
-    the source's rate, vs the loader workers' part alone (``cpu_part``), from ``--transcode 256 --fps 10`` shards."""
+    """Clips/s per core of the per-clip pipeline before the split (``today``), from ``--transcode 256`` shards as
+    prepare wrote them before (the source's rate, x264's default tuning), vs the loader workers' part now
+    (``cpu_part``), from ``--transcode 256 --fps 10`` shards (fastdecode)."""
     today, cpu_part = rows["256p"]["pipeline_clips_per_s"], rows["256p_10fps"]["cpu_part_clips_per_s"]
     return {"today": today, "cpu_part": cpu_part, "ratio": cpu_part / today}
 

@@ -9,6 +9,7 @@ decoding itself is ``vatt.data.media.read_clip``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from .manifest import Caption
-from .media import probe_duration, read_clip
+from .media import Clip, _resize_dims, probe_duration, read_clip
 from .tokenizer import WordTokenizer
 
 
@@ -271,7 +272,11 @@ def finish_video(video: torch.Tensor, colour: torch.Tensor | None = None) -> tor
     if video.device.type == "cpu" and per < len(video):
         return torch.cat([finish_video(video[i : i + per], None if colour is None else colour[i : i + per])
                           for i in range(0, len(video), per)])
-    x = video.float().div_(255)
+    return _finish_float(video.float().div_(255), colour)
+
+
+def _finish_float(x: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
+    """RGB ``[B, 3, T, H, W]`` in [0, 1] -> colour-jittered, in [-1, 1]."""
     if colour is not None:
         x = apply_colour(x, colour)
     return x.mul_(2).sub_(1).contiguous()
@@ -387,6 +392,110 @@ def choose_window(
     return min(max((c.start + c.end) / 2 - clip.seconds / 2, 0.0), slack), anchor
 
 
+# Training frames leave the loader workers as the decoded yuv420p planes of each clip's crop box, at the
+# source's resolution (``crop_planes``); the resize to the crop size, the colour conversion, the colour
+# jitter and [-1, 1] run batched on the training device (``finish_planes``, from ``finish_batch``).
+# Sources whose short side exceeds this many crop sizes are shrunk in the decoder's scaler first, which
+# bounds what a worker hands over and keeps the device's (antialiased) downscale within 2x-3x.
+PLANES_MAX_SHORT = 2
+PLANE_KEYS = ("video_y", "video_uv")
+
+
+def crop_planes(media: Clip, crop: int, short: int, stretch: tuple[float, float] | None, augment: Augment,
+                gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """A training clip's crop box and the yuv420p planes around it, with its augmentation parameters: a loader's part.
+
+    The box is where the crop of ``crop``² falls in the frame resized as before the split
+    (short side ``short`` after the ``stretch``, ``vatt.data.media._resize_dims``), drawn
+    the same way (``torch.randint`` over the resized frame's slack, then ``draw_video_augment``)
+    and mapped back to source pixels exactly (fractional). The planes handed over are
+    the smallest even-aligned region holding the box and a pixel around it (whole
+    chroma samples), mirrored when the flip is drawn (in the copy the cut makes, the
+    box mirrored with it). Keys: ``video_y`` uint8 ``[T, h, w]``, ``video_uv``
+    ``[T, 2, ceil(h/2), ceil(w/2)]``, ``video_box`` float ``[x1, y1, x2, y2]`` in the
+    region's pixels, ``video_bt709``, ``video_crop`` (the output size), ``video_colour`` ``[4]``.
+    """
+    y, uv = media.video, media.chroma
+    height, width = y.shape[1:3]
+    w2, h2 = _resize_dims(width, height, short, stretch)
+    top = int(torch.randint(0, h2 - crop + 1, (), generator=gen).item())
+    left = int(torch.randint(0, w2 - crop + 1, (), generator=gen).item())
+    params = draw_video_augment(augment, gen)
+    sy, sx = height / h2, width / w2
+    by0, by1, bx0, bx1 = top * sy, (top + crop) * sy, left * sx, (left + crop) * sx
+
+    def region(lo: float, hi: float, size: int) -> tuple[int, int]:
+        start = max(0, math.floor(lo) - 1)
+        return start - start % 2, min(size, math.ceil(hi) + 1 + (math.ceil(hi) + 1) % 2)
+
+    (ry0, ry1), (rx0, rx1) = region(by0, by1, height), region(bx0, bx1, width)
+    ys = y[:, ry0:ry1, rx0:rx1]
+    us = uv[:, :, ry0 // 2 : (ry1 + 1) // 2, rx0 // 2 : (rx1 + 1) // 2]
+    box = [bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0]
+    if params[0] > 0.5:
+        ys, us = ys[..., ::-1], us[..., ::-1]
+        box[0], box[2] = (rx1 - rx0) - box[2], (rx1 - rx0) - box[0]
+    return {"video_y": torch.from_numpy(np.ascontiguousarray(ys)), "video_uv": torch.from_numpy(np.ascontiguousarray(us)),
+            "video_box": torch.tensor(box, dtype=torch.float32), "video_bt709": torch.tensor(media.bt709),
+            "video_crop": torch.tensor(crop), "video_colour": params[1:].clone()}
+
+
+def collate_clips(samples: list[dict[str, Any]]) -> Any:
+    """``default_collate``, with each clip's ``video_y`` / ``video_uv`` planes zero-padded to the batch's largest."""
+    from torch.utils.data import default_collate
+
+    if not samples or not isinstance(samples[0], dict) or PLANE_KEYS[0] not in samples[0]:
+        return default_collate(samples)
+    padded = []
+    for key in PLANE_KEYS:
+        h = max(s[key].shape[-2] for s in samples)
+        w = max(s[key].shape[-1] for s in samples)
+        padded.append([torch.nn.functional.pad(s[key], (0, w - s[key].shape[-1], 0, h - s[key].shape[-2]))
+                       for s in samples])
+    rest = default_collate([{k: v for k, v in s.items() if k not in PLANE_KEYS} for s in samples])
+    rest.update({key: torch.stack(planes) for key, planes in zip(PLANE_KEYS, padded)})
+    return rest
+
+
+def _yuv_to_rgb(bt709: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip, limited-range Y'CbCr (0-255) -> RGB in [0, 1]: matrices ``[B, 3, 3]`` and offsets ``[B, 3]``."""
+    kr = torch.where(bt709, 0.2126, 0.299).double()
+    kb = torch.where(bt709, 0.0722, 0.114).double()
+    kg = 1 - kr - kb
+    one, zero = torch.ones_like(kr), torch.zeros_like(kr)
+    # R = Y' + 2(1-Kr) Pr, B = Y' + 2(1-Kb) Pb, G = (Y' - Kr R - Kb B) / Kg; Y' = (Y-16)/219, P = (C-128)/224
+    rows = torch.stack([
+        torch.stack([one, zero, 2 * (1 - kr)], -1),
+        torch.stack([one, -2 * (1 - kb) * kb / kg, -2 * (1 - kr) * kr / kg], -1),
+        torch.stack([one, 2 * (1 - kb), zero], -1),
+    ], -2)
+    m = rows * torch.tensor([1 / 219, 1 / 224, 1 / 224], dtype=torch.float64)
+    offset = -(m @ torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64))
+    return m.float(), offset.float()
+
+
+def finish_planes(y: torch.Tensor, uv: torch.Tensor, box: torch.Tensor, bt709: torch.Tensor, crop: int) -> torch.Tensor:
+    """Padded planes with their crop boxes (``collate_clips``) -> RGB ``[B, 3, T, crop, crop]`` in [0, 1], on their device.
+
+    Each clip's box (fractional, ``[x1, y1, x2, y2]``) is resampled to ``crop``² by
+    ``torchvision.ops.roi_align`` for the whole batch at once: each output pixel averages
+    ceil(box / crop)² bilinear samples of its cell (an area filter when shrinking, bilinear
+    when enlarging); the half-resolution chroma goes through the same boxes at scale 1/2.
+    Then each clip's colour matrix (BT.601 or BT.709, limited range, as FFmpeg's scaler
+    converts) and a clamp.
+    """
+    from torchvision.ops import roi_align
+
+    b, t = y.shape[:2]
+    rois = torch.cat([torch.arange(b, device=y.device, dtype=torch.float32)[:, None], box.to(y.device).float()], 1)
+    luma = roi_align(y.float(), rois, crop, 1.0, -1, True)  # B, T, crop, crop
+    chroma = roi_align(uv.flatten(1, 2).float(), rois, crop, 0.5, -1, True).view(b, t, 2, crop, crop)
+    yuv = torch.cat([luma[:, None], chroma.transpose(1, 2)], 1)  # B, 3, T, crop, crop
+    m, offset = _yuv_to_rgb(bt709.cpu().bool())
+    rgb = torch.einsum("bij,bjthw->bithw", m.to(y.device), yuv).add_(offset.to(y.device).view(b, 3, 1, 1, 1))
+    return rgb.clamp_(0, 1)
+
+
 def clip_sample(
     src: str | Path | bytes,
     captions: list[Caption],
@@ -414,16 +523,21 @@ def clip_sample(
             stretch = (_uniform(*augment.scale_jitter, gen), _uniform(*augment.scale_jitter, gen))
         else:  # zooming out below the crop size is clamped: the crop must fit in the frame
             short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
-    media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short, stretch)
+    if augment is None:  # validation: resized and centre-cropped here, as the views have always been
+        media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short)
+    else:  # training: the planes of the crop box; resize and colour on the device (finish_planes)
+        media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples,
+                          PLANES_MAX_SHORT * clip.image_size, output="yuv420p")
     texts = select_captions(captions, start, start + clip.seconds, clip.num_captions, anchor, clip.max_caption_distance)
     text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
     if texts:
         text[: len(texts)] = tokenizer(texts, clip.max_words)
-    video, colour = crop_video(media.video, clip.image_size, augment, gen)
     audio = torch.from_numpy(media.audio)
-    sample = {"video": video, "audio": audio, "text": text, "text_mask": (text != 0).any(-1)}
-    if augment is not None:
-        sample["video_colour"] = colour
+    sample = {"audio": audio, "text": text, "text_mask": (text != 0).any(-1)}
+    if augment is None:
+        sample["video"] = crop_video(media.video, clip.image_size, None, gen)[0]
+    else:
+        sample.update(crop_planes(media, clip.image_size, short, stretch, augment, gen))
         sample["audio_noise"] = torch.tensor(audio_noise_scale(audio, augment))
         sample["noise_seed"] = torch.randint(0, 2**62, (), generator=gen)
     return sample
@@ -439,11 +553,26 @@ def finish_batch(batch: Any) -> Any:
     gets its noise (drawn from a generator seeded by the batch's clips, so a resumed
     run adds the same). A batch whose video is already float (built by hand) is returned as is.
     """
+    if isinstance(batch, dict) and PLANE_KEYS[0] in batch:
+        out = dict(batch)
+        y, uv, box, bt709, crop = (out.pop(k) for k in (*PLANE_KEYS, "video_box", "video_bt709", "video_crop"))
+        colour, crop = out.pop("video_colour", None), int(crop[0])
+        # on a CPU a few clips at a time stay in cache (as finish_video)
+        per = max(1, _CPU_CHUNK_VALUES // (3 * y.shape[1] * crop * crop)) if y.device.type == "cpu" else len(y)
+        out["video"] = torch.cat([
+            _finish_float(finish_planes(y[i : i + per], uv[i : i + per], box[i : i + per], bt709[i : i + per], crop),
+                          None if colour is None else colour[i : i + per])
+            for i in range(0, len(y), per)])
+        return _finish_audio(out)
     if not isinstance(batch, dict) or not isinstance(batch.get("video"), torch.Tensor) \
             or batch["video"].dtype != torch.uint8:
         return batch
     out = dict(batch)
     out["video"] = finish_video(out["video"], out.pop("video_colour", None))
+    return _finish_audio(out)
+
+
+def _finish_audio(out: dict[str, Any]) -> dict[str, Any]:
     scale, seeds = out.pop("audio_noise", None), out.pop("noise_seed", None)
     if scale is not None and seeds is not None:
         gen = torch.Generator(device=out["audio"].device)

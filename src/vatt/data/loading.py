@@ -51,10 +51,21 @@ def _quiet_worker_init(inner: Callable[[int], None] | None, worker_id: int) -> N
 
 
 class _QuietWorkers:
-    """Mixin: the worker processes of a new iterator start with the stop signals blocked and obey only the loader."""
+    """Mixin: the worker processes of a new iterator start with the stop signals blocked and obey only the loader.
+
+    Also the default ``collate_fn``: ``vatt.data.clip.collate_clips`` (training clips carry crop boxes of
+    different sizes, which it pads), ``default_collate`` for everything else.
+    """
 
     num_workers: int
     worker_init_fn: Callable[[int], None] | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("collate_fn") is None:
+            from .clip import collate_clips
+
+            kwargs["collate_fn"] = collate_clips
+        super().__init__(*args, **kwargs)
 
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:
@@ -93,10 +104,13 @@ def usable_cores() -> int:
 
 
 def default_num_workers(requested: int | None, cap: int = 4) -> int:
-    """``requested``, or (None) ``cap`` loader workers but never more than the CPU cores this process may use."""
+    """``requested``, or (None) ``cap`` loader workers, leaving a core to the training process (at least 1 worker).
+
+    On the 2-core demo machine that is 1: with 2 the workers took the cores the step waits
+    on, for no faster epochs (README "Pretraining on the demo data")."""
     if requested is not None:
         return requested
-    return max(1, min(cap, usable_cores()))
+    return max(1, min(cap, usable_cores() - 1))
 
 
 def share_cores_with_workers(num_workers: int, processes: int = 1) -> int | None:

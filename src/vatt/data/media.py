@@ -53,10 +53,16 @@ class MediaError(ValueError):
 
 @dataclass
 class Clip:
-    video: np.ndarray  # uint8 [num_frames, H, W, 3]
+    video: np.ndarray  # uint8 [num_frames, H, W, 3] RGB; with output="yuv420p" the luma plane [num_frames, H, W]
     audio: np.ndarray  # float32 [num_samples], mono
     has_audio: bool  # False when the file has no audio stream (audio is zeros)
     padded: bool  # the window ran past the end: last frame repeated / audio zero-filled
+    # output="yuv420p": the chroma planes, uint8 [num_frames, 2 (U, V), ceil(H/2), ceil(W/2)], limited range
+    chroma: np.ndarray | None = None
+    bt709: bool = False  # output="yuv420p": the frames' colour matrix is BT.709 (else BT.601, FFmpeg's default)
+
+
+OUTPUTS = ("rgb", "yuv420p")
 
 
 def media_name(src: str | Path | bytes) -> str:
@@ -135,6 +141,7 @@ def read_clip(
     num_samples: int,
     short_side: int | None = None,
     stretch: tuple[float, float] | None = None,
+    output: str = "rgb",
 ) -> Clip:
     """Decode the window ``[start, start + num_frames / fps)`` of a media file.
 
@@ -148,6 +155,12 @@ def read_clip(
       Frames without timestamps (raw streams) are placed by index and stream rate.
     - Audio: ``num_samples`` mono samples at ``sample_rate`` from ``start``,
       downmixed and resampled with torchaudio; zeros where the file has no audio.
+    - ``output="yuv420p"``: the decoded planes as they are (no colour conversion, no
+      resize: what a loader worker hands over when the crop, resize and colour
+      conversion run batched on the training device, ``vatt.data.clip.finish_batch``);
+      ``short_side`` is then a cap (larger frames are shrunk to it, smaller kept) and
+      ``stretch`` must be None. Frames stored otherwise (other pixel formats, full
+      range) are converted to limited-range yuv420p.
     - ``num_frames=0`` reads audio only (files without video are then valid).
     - ``padded``: part of the window lies past the end (last frame repeated, audio zeros).
     Raises ``MediaError`` naming the source for unreadable input.
@@ -155,6 +168,8 @@ def read_clip(
     name = media_name(src)
     if num_frames < 0 or num_samples < 0 or (num_frames > 0 and fps <= 0) or sample_rate <= 0:
         raise ValueError(f"read_clip: bad window (num_frames={num_frames}, fps={fps}, num_samples={num_samples})")
+    if output not in OUTPUTS or (output == "yuv420p" and stretch is not None):
+        raise ValueError(f"read_clip: output={output!r} (choose one of {OUTPUTS}; yuv420p takes no stretch)")
     container = open_media(src, name)
     try:
         vstream = real_stream(container.streams.video)
@@ -179,7 +194,7 @@ def read_clip(
         for seek_to in (*tries, None):
             try:
                 return _decode(container, name, vstream, astream, seek_to, untimed,
-                               start, num_frames, fps, short_side, sample_rate, num_samples, stretch)
+                               start, num_frames, fps, short_side, sample_rate, num_samples, stretch, output)
             except _Retry:
                 # reopen rather than seek again: the demuxer may sit at EOF after a bad landing
                 container.close()
@@ -192,7 +207,7 @@ def read_clip(
 
 
 def _decode(container, name, vstream, astream, seek_to, untimed, start, num_frames, fps, short_side,
-            sample_rate, num_samples, stretch=None) -> Clip:
+            sample_rate, num_samples, stretch=None, output="rgb") -> Clip:
     """One decode of the window, after seeking to ``seek_to`` (None: from the beginning)."""
     origin = container.start_time / av.time_base if container.start_time is not None else 0.0
     want_video = num_frames > 0
@@ -203,7 +218,8 @@ def _decode(container, name, vstream, astream, seek_to, untimed, start, num_fram
     a_end = start + num_samples / sample_rate
     end = max(v_end, a_end)
     seeked = seek_to is not None
-    video = _VideoSampler(vstream, origin, start, num_frames, fps, short_side, untimed, seeked, stretch) if want_video else None
+    video = _VideoSampler(vstream, origin, start, num_frames, fps, short_side, untimed, seeked, stretch,
+                          output) if want_video else None
     audio = _AudioCollector(astream, origin, start, num_samples / sample_rate, seeked) if astream else None
     if seeked:
         try:
@@ -271,10 +287,13 @@ def _assemble(container, name: str, video: _VideoSampler | None, audio: _AudioCo
     reason = f" ({errors[0]})" if errors else " (no media data: only a header?)" if data_end == -math.inf else ""
     if seeked and ((video is not None and video.first is None) or (video is None and audio.first is None)):
         raise _Retry()  # nothing after the seek point: maybe it overshot (bisecting demuxers)
+    chroma, bt709 = None, False
     if video is not None:
         if video.first is None:
             raise MediaError(f"{name}: no decodable video frame{reason}")
         frames, v_padded = video.result()
+        if video.output == "yuv420p":
+            chroma, bt709 = video.chroma, video.bt709
     else:
         frames, v_padded = np.zeros((0, 0, 0, 3), np.uint8), False
     if audio is not None:
@@ -289,7 +308,7 @@ def _assemble(container, name: str, video: _VideoSampler | None, audio: _AudioCo
         claimed = container.duration / av.time_base
         if claimed > data_end + _TRUNCATION_TOL_S:
             raise MediaError(f"{name}: truncated (data ends at {max(data_end, 0):.2f} s, header says {claimed:.2f} s)")
-    return Clip(video=frames, audio=wave, has_audio=has_audio, padded=padded)
+    return Clip(video=frames, audio=wave, has_audio=has_audio, padded=padded, chroma=chroma, bt709=bt709)
 
 
 def _decode_into(packet: av.Packet, sink, errors: list[str]) -> None:
@@ -312,7 +331,7 @@ class _VideoSampler:
     """Keeps, for each target time, the last frame whose timestamp is <= that time."""
 
     def __init__(self, stream, origin: float, start: float, num_frames: int, fps: float, short_side: int | None,
-                 untimed: bool, seeked: bool, stretch: tuple[float, float] | None = None) -> None:
+                 untimed: bool, seeked: bool, stretch: tuple[float, float] | None = None, output: str = "rgb") -> None:
         self.tb = float(stream.time_base) if stream.time_base else 0.0
         self.origin = origin
         self.stream_rate = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
@@ -325,6 +344,10 @@ class _VideoSampler:
         self.times = start + np.arange(num_frames) / fps
         self.short_side, self.stretch = short_side, stretch
         self.out: list[np.ndarray | None] = [None] * num_frames
+        self.output = output
+        self.out_chroma: list[np.ndarray | None] = [None] * num_frames  # output="yuv420p"
+        self.last_chroma: np.ndarray | None = None
+        self.bt709 = False
         self.next = 0  # first target not yet assigned
         self.first: float | None = None  # time of the first decoded frame
         self.last: av.VideoFrame | None = None
@@ -341,10 +364,27 @@ class _VideoSampler:
 
     def _rgb(self) -> np.ndarray:
         if self.last_rgb is None:
+            if self.output == "yuv420p":
+                self.last_rgb, self.last_chroma = self._planes(self.last)
+                return self.last_rgb
             w, h = _resize_dims(self.last.width, self.last.height, self.short_side, self.stretch)
             rgb = self.reformatter.reformat(self.last, width=w, height=h, format="rgb24", interpolation="BILINEAR")
             self.last_rgb = rgb.to_ndarray()
         return self.last_rgb
+
+    def _planes(self, frame: av.VideoFrame) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """The frame's luma ``[H, W]`` and chroma planes (U, V) ``[ceil(H/2), ceil(W/2)]`` (yuv420p, limited range)."""
+        w, h = frame.width, frame.height
+        if self.short_side is not None and min(w, h) > self.short_side:
+            w, h = (2 * round(d / 2) for d in _resize_dims(w, h, self.short_side))  # even: whole chroma samples
+        self.bt709 = frame.colorspace == av.video.reformatter.Colorspace.ITU709
+        if (w, h) != (frame.width, frame.height) or frame.format.name != "yuv420p" \
+                or frame.color_range == av.video.reformatter.ColorRange.JPEG:
+            frame = self.reformatter.reformat(frame, width=w, height=h, format="yuv420p", interpolation="BILINEAR",
+                                              dst_color_range=av.video.reformatter.ColorRange.MPEG)
+        # copies: holding views would keep the decoder from reusing its frame buffers (measured slower)
+        y, u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: p.height, : p.width].copy() for p in frame.planes)
+        return y, (u, v)
 
     def _time(self, frame: av.VideoFrame) -> float:
         if self.untimed:
@@ -371,6 +411,7 @@ class _VideoSampler:
             if self.last is None:  # the window starts before the first frame: use the first one
                 self.last, self.last_rgb = frame, None
             self.out[self.next] = self._rgb()
+            self.out_chroma[self.next] = self.last_chroma
             self.next += 1
         self.last, self.last_rgb, self.last_time = frame, None, t
         dur = frame.duration * self.tb if frame.duration and not self.untimed else 0.0
@@ -382,7 +423,12 @@ class _VideoSampler:
         while not self.done:
             padded = padded or self.times[self.next] + self.eps >= end
             self.out[self.next] = self._rgb()
+            self.out_chroma[self.next] = self.last_chroma
             self.next += 1
+        if self.output == "yuv420p":
+            self.chroma = np.empty((len(self.out), 2, *self.out_chroma[0][0].shape), np.uint8)
+            for i, (u, v) in enumerate(self.out_chroma):
+                self.chroma[i, 0], self.chroma[i, 1] = u, v
         return np.stack(self.out), padded
 
 

@@ -27,11 +27,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, DistributedSampler, default_collate
+from torch.utils.data import Dataset, DistributedSampler
 
 from vatt.errors import UserError
 
-from .clip import Augment, ClipConfig, clip_sample, finish_batch
+from .clip import Augment, ClipConfig, clip_sample, collate_clips, finish_batch
 from .loading import DataLoader, default_num_workers, loader_kwargs
 from .manifest import ClipRow, load_manifest
 from .media import MediaError
@@ -151,7 +151,7 @@ class ResumableLoader(DataLoader):
 
 def collate_and_finish(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """A loader worker's ``collate_fn`` on CPU-only runs: the batch, and its ``finish_batch`` part done in the worker."""
-    return finish_batch(default_collate(samples))
+    return finish_batch(collate_clips(samples))
 
 
 class CaptionDataModule(L.LightningDataModule):
@@ -211,8 +211,8 @@ class CaptionDataModule(L.LightningDataModule):
         """
         kwargs = loader_kwargs(self.batch_size if train else self.val_batch_size, self.num_workers, train,
                                self.pin_memory, self.persistent_workers)
-        if self._trains_on_cpu() and self.num_workers > 0:
-            kwargs["collate_fn"] = collate_and_finish
+        # training clips carry crop boxes of different sizes (collate_clips pads them)
+        kwargs["collate_fn"] = collate_and_finish if self._trains_on_cpu() and self.num_workers > 0 else collate_clips
         return kwargs
 
     def _trains_on_cpu(self) -> bool:

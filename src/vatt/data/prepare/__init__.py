@@ -67,7 +67,7 @@ from typing import Any, Iterator
 from ..objectstore import allow_plain_http
 from ...interrupts import STOP_SIGNALS, Stopped, children_ignore_stop_signals, raise_on_stop_signals
 from ...progress import Progress
-from .common import KINDS, PREPARE_VERSION, SKIPPED, STOP_FLAG, SUMMARY, PrepareError, parse_bytes
+from .common import KINDS, PREPARE_VERSION, X264_TUNES, SKIPPED, STOP_FLAG, SUMMARY, PrepareError, parse_bytes
 from .listers import (
     apply_parent_checks,
     list_audioset,
@@ -162,7 +162,8 @@ def _index_count(out: Output) -> int:
 def _arguments(kind: str, out: str | Path, *, manifest: str | Path | None, videos: str | Path | None,
                captions: str | Path | None, segments: str | Path | None, workers: int, chunk_bytes: int | str,
                require_captions: bool, require_video: bool, min_duration: float, transcode: int | None,
-               source: str | None, fps: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+               source: str | None, fps: float | None = None,
+               x264_tune: str | None = "fastdecode") -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's arguments as ``summary.json`` records them, and the input paths its kind needs; ``ValueError``s."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -179,6 +180,8 @@ def _arguments(kind: str, out: str | Path, *, manifest: str | Path | None, video
         raise ValueError(f"--transcode needs an even short side >= 2 (H.264 4:2:0), got {transcode}")
     if fps is not None and transcode is None:
         raise ValueError("--fps sets the frame rate of transcoded video: give --transcode SHORT_SIDE too")
+    if x264_tune not in X264_TUNES:
+        raise ValueError(f"--x264-tune must be one of {[t or 'none' for t in X264_TUNES]}, got {x264_tune!r}")
     if fps is not None and not (0 < float(fps) <= 240):
         raise ValueError(f"--fps must be a frame rate in (0, 240], got {fps}")
     if not (min_duration >= 0):
@@ -194,6 +197,8 @@ def _arguments(kind: str, out: str | Path, *, manifest: str | Path | None, video
         args["require_video"] = True
     if fps is not None:  # the same
         args["fps"] = float(fps)
+    if transcode is not None:
+        args["x264_tune"] = x264_tune
     return args, needs
 
 
@@ -268,7 +273,8 @@ def _run_workers(dest: Output, work: Path, todo: list[dict[str, Any]], args: dic
                  progress: bool, start_method: str | None, console: Any) -> None:
     """``litdata.optimize`` over the inputs to do; ``Stopped`` when a stop signal ended it early."""
     cfg = {"log_dir": str(work / "logs"), "work_dir": str(work), "min_duration": args["min_duration"],
-           "transcode": args["transcode"], "fps": args.get("fps"), "source": args["source"]}
+           "transcode": args["transcode"], "fps": args.get("fps"), "x264_tune": args.get("x264_tune", "fastdecode"),
+           "source": args["source"]}
     # litdata sets the process-wide start method and a SIGINT handler: put both back afterwards
     old_sigint, old_method = signal.getsignal(signal.SIGINT), mp.get_start_method(allow_none=True)
     import litdata
@@ -374,6 +380,7 @@ def prepare(
     min_duration: float = 1.0,
     transcode: int | None = None,
     fps: float | None = None,
+    x264_tune: str | None = "fastdecode",
     source: str | None = None,
     progress: bool = True,
     start_method: str | None = None,
@@ -389,7 +396,9 @@ def prepare(
     - ``chunk_bytes``: shard size, e.g. ``"64MB"`` (decimal units, as litdata's).
     - ``transcode``: None stores the original bytes; an even N re-encodes to MP4
       (H.264, short side N, a keyframe every second; AAC audio); ``fps`` (with ``transcode``):
-      the video re-timed to that constant rate (each tick gets the source frame shown then).
+      the video re-timed to that constant rate (each tick gets the source frame shown then);
+      ``x264_tune``: ``"fastdecode"`` (CAVLC, no deblocking: the same PSNR at the same CRF for
+      ~17 % more bytes, decoded 1.3-1.5x faster by the loaders) or None (x264's defaults: smaller).
     - ``require_video``: skip inputs without a video stream (pretraining needs video; AudioSet keeps its
       audio-only clips by default, for audio fine-tuning). Manifests and HowTo100M always need video.
     - ``force``: rebuild even when the output is up to date.
@@ -404,7 +413,7 @@ def prepare(
     args, needs = _arguments(kind, out, manifest=manifest, videos=videos, captions=captions, segments=segments,
                              workers=workers, chunk_bytes=chunk_bytes, require_captions=require_captions,
                              require_video=require_video, min_duration=min_duration, transcode=transcode,
-                             source=source, fps=fps)
+                             source=source, fps=fps, x264_tune=x264_tune)
     # 1. list the inputs, cheap checks in the parent; 2. fingerprint them
     entries = _list_inputs(kind, needs, require_captions, require_video)
     todo = [e for e in entries if not e["skip"]]
@@ -462,6 +471,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.add_argument("--fps", type=float, default=None,
                         help="with --transcode: the video at this frame rate, e.g. the training rate (10), so that "
                              "loaders decode only frames they keep; default: the source's rate")
+    common.add_argument("--x264-tune", choices=("fastdecode", "none"), default="fastdecode",
+                        help="with --transcode: fastdecode (default; ~17%% more bytes at the same quality, decoded "
+                             "1.3-1.5x faster) or none (x264's defaults, smaller files)")
     common.add_argument("--source", default=None, help="name stored in every record (default: the sub-command)")
     common.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
                         help="how workers start (default: fork on Linux)")
@@ -487,7 +499,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 captions=getattr(a, "captions", None), segments=getattr(a, "segments", None), workers=a.workers,
                 chunk_bytes=a.chunk_bytes, require_captions=a.require_captions, require_video=a.require_video,
                 min_duration=a.min_duration,
-                transcode=a.transcode, fps=a.fps, source=a.source, progress=not a.no_progress, start_method=a.start_method,
+                transcode=a.transcode, fps=a.fps, x264_tune=None if a.x264_tune == "none" else a.x264_tune,
+                source=a.source, progress=not a.no_progress, start_method=a.start_method,
                 force=a.force,
             )
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PrepareError) as e:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 PREPARE_VERSION = 1
+# x264 tunings prepare --transcode offers (None: x264's defaults)
+X264_TUNES = ("fastdecode", None)
 KINDS = ("manifest", "howto100m", "audioset")
 
 # skip reasons (the "reason" of skipped.jsonl and the keys of summary["skipped_by_reason"])

@@ -131,8 +131,12 @@ class _Retimer:
         return out
 
 
-def _transcode(src: str, short_side: int, dst: Path, fps: float | None = None) -> bytes:
+def _transcode(src: str, short_side: int, dst: Path, fps: float | None = None, tune: str | None = "fastdecode") -> bytes:
     """Re-encode to MP4: H.264 (short side ``short_side``, a keyframe every second) + AAC.
+
+    ``tune``: x264's ``fastdecode`` (the default: CAVLC instead of CABAC, no deblocking filter): at the
+    same CRF the same PSNR for ~17 % more bytes, and a loader decodes it 1.3-1.5x
+    faster (README "Performance").
 
     ``fps``: the video at this constant frame rate (``_Retimer``), e.g. the training
     rate, so that a loader decodes only frames it keeps; None keeps the source's rate.
@@ -152,7 +156,7 @@ def _transcode(src: str, short_side: int, dst: Path, fps: float | None = None) -
                 gop = str(2 * max(1, round(float(rate))) + 1)
                 vout = out.add_stream("libx264", rate=rate)
                 vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
-                vout.options = {"g": gop, "sc_threshold": "0", "preset": "veryfast", "crf": "23"}
+                vout.options = {"g": gop, "sc_threshold": "0", "preset": "veryfast", "crf": "23", **({"tune": tune} if tune else {})}
                 vout.codec_context.time_base = 1 / rate
             if ain is not None:
                 channels = ain.layout.nb_channels or 1
@@ -227,7 +231,7 @@ def _build_sample(cfg: dict[str, Any], item: dict[str, Any]) -> tuple[dict[str, 
     if cfg["transcode"]:
         tmp = Path(cfg["work_dir"]) / f"transcode-{os.getpid()}-{uuid.uuid4().hex}.mp4"
         try:
-            media = _transcode(path, cfg["transcode"], tmp, cfg.get("fps"))
+            media = _transcode(path, cfg["transcode"], tmp, cfg.get("fps"), cfg.get("x264_tune", "fastdecode"))
         finally:
             tmp.unlink(missing_ok=True)
         try:
