@@ -56,6 +56,15 @@ def test_quick_bench_writes_every_section_with_finite_ratios(tmp_path, demo_root
     assert table == markdown(results) and "fp32 GEMM rate" in table and "| tiny video tower | 1 |" in table
 
 
+def test_the_device_part_bench_gpu_sh_runs_times_a_batch_of_crop_boxes():
+    from vatt.data.bench import device_part
+    from vatt.data.clip import ClipConfig
+
+    r = device_part("cpu", batch=3, clip=ClipConfig(4, 10.0, 32, 16000), repeat=1)  # bench/gpu.sh: on "cuda"
+    assert r["batch"] == 3 and _finite(r["seconds_per_batch"], r["clips_per_s"])
+    assert r["clips_per_s"] == pytest.approx(3 / r["seconds_per_batch"])
+
+
 def test_cpu_step_bench_prints_seconds_per_step_beside_a_busy_process():
     import re
     import subprocess

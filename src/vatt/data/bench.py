@@ -222,7 +222,7 @@ def device_part(device: str, batch: int = 32, clip: ClipConfig | None = None, re
     samples = [{"video_y": torch.randint(0, 256, (clip.num_frames, box, box), dtype=torch.uint8, generator=gen),
                 "video_uv": torch.randint(0, 256, (clip.num_frames, 2, box // 2, box // 2), dtype=torch.uint8,
                                           generator=gen),
-                "video_box": torch.tensor([box, box]), "video_bt709": torch.tensor(False),
+                "video_box": torch.tensor([0.0, 0.0, box, box]), "video_bt709": torch.tensor(False),
                 "video_crop": torch.tensor(clip.image_size),
                 "video_colour": draw_video_augment(Augment(), gen)[1:], "audio": torch.randn(clip.num_samples, generator=gen),
                 "audio_noise": torch.tensor(0.01), "noise_seed": torch.tensor(i)} for i in range(batch)]
