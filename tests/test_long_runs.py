@@ -149,7 +149,9 @@ def _fit_expecting_exit(cfg, callbacks: list[Callback], code: int) -> None:
 
 
 def _base(demo_root: Path) -> list[str]:
-    return [*small_data(demo_root), "data.batch_size=4", "logger=none", "trainer.max_epochs=3"]
+    # validated after every epoch (the demo validates every third, and at the end): the tests count validations
+    return [*small_data(demo_root), "data.batch_size=4", "logger=none", "trainer.max_epochs=3",
+            "trainer.check_val_every_n_epoch=1"]
 
 
 @pytest.fixture(scope="module")

@@ -218,7 +218,8 @@ def test_ddp_on_two_cpu_processes_runs(tmp_path, demo_root):
 
 @pytest.mark.slow
 def test_a_runs_folder_holds_its_config_log_events_and_checkpoints(tmp_path, demo_root):
-    _run([*small_data(demo_root), "debug=limit"], cwd=tmp_path)  # 2 epochs of 4 steps
+    # 2 epochs of 4 steps, each validated (the demo itself validates every third epoch, and at the end)
+    _run([*small_data(demo_root), "debug=limit", "trainer.check_val_every_n_epoch=1"], cwd=tmp_path)
     run = _only_run(tmp_path)
     assert run.parent == tmp_path / "logs" / "train" / "runs"
     config = (run / ".hydra" / "config.yaml").read_text()

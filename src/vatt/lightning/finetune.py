@@ -139,10 +139,16 @@ class VATTFinetuneModule(L.LightningModule):
         bs = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
-        if "skipped" in batch:
-            self.log("data/skipped", batch["skipped"].sum().float(), on_step=False, on_epoch=True, reduce_fx="sum",
-                     sync_dist=True, batch_size=bs)
+        if "skipped" in batch:  # summed over the epoch and the ranks in on_train_epoch_end (see the pretraining module)
+            self._epoch_skipped = batch["skipped"].sum() + getattr(self, "_epoch_skipped", 0)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        n = torch.as_tensor(getattr(self, "_epoch_skipped", 0), device=self.device).float()
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank, here: no lazy sync
+            n = self.trainer.strategy.reduce(n, reduce_op="sum")
+        self._epoch_skipped = 0
+        self.log("data/skipped", n, on_epoch=True, sync_dist=False)
 
     def _collect(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         x = batch[self.modality]

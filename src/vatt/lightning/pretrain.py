@@ -173,10 +173,15 @@ class VATTPretrainModule(L.LightningModule):
         if "skipped" not in batch:
             return
         n = batch["skipped"].sum()
-        self.log(name, n.float(), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=bs)
         if self.training:
+            # the epoch's sum over ranks is taken in on_train_epoch_end, on every rank at once: a lazily synced
+            # epoch metric would be reduced first by rank 0's progress bar, out of step with the other ranks'
+            # collectives (a DDP run that skips a validation at an epoch's end then deadlocked)
+            self._epoch_skipped = n + getattr(self, "_epoch_skipped", 0)
             self._skipped_total = n + self._skipped_total
             self.log("data/skipped_total", self._skipped_total.float(), reduce_fx="sum", sync_dist=True, batch_size=bs)
+        else:  # validation: its metrics are reduced at the validation's end, on every rank
+            self.log(name, n.float(), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=bs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # what rebuilds the model without this module (vatt.load_pretrained): its config, caption words and rule
@@ -196,8 +201,13 @@ class VATTPretrainModule(L.LightningModule):
         self._last_step_time = None
 
     def on_train_epoch_end(self) -> None:
-        total = torch.as_tensor(self._skipped_total, device=self.device).float()
-        self.log("data/skipped_total", total, on_epoch=True, reduce_fx="sum", sync_dist=True)
+        epoch, total = (torch.as_tensor(v, device=self.device).float()
+                        for v in (getattr(self, "_epoch_skipped", 0), self._skipped_total))
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank, here: no lazy sync
+            epoch, total = (self.trainer.strategy.reduce(v, reduce_op="sum") for v in (epoch, total))
+        self._epoch_skipped = 0
+        self.log("data/skipped", epoch, on_epoch=True, sync_dist=False)
+        self.log("data/skipped_total", total, on_epoch=True, sync_dist=False)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self(batch)

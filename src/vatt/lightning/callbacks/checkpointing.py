@@ -119,15 +119,23 @@ class FinalValidation(Callback):
     """Validate at the last training step when the schedule would not: every run ends with validation metrics.
 
     A run that stops at ``trainer.max_steps`` in the middle of an epoch (a short
-    fine-tuning run, a step-limited smoke run) would otherwise end unvalidated: no
-    ``val/*`` metric, no best checkpoint. Asking Lightning to stop after the last step
-    makes it validate inside ``fit``, so the best-checkpoint and ``last.ckpt``
-    callbacks see that validation as any other. (A preempted run stops without it.)
+    fine-tuning run, a step-limited smoke run), or whose last epoch is not one that
+    ``trainer.check_val_every_n_epoch`` validates (the demo validates every third
+    epoch; ``trainer.max_epochs=2`` ends after the second), would otherwise end
+    unvalidated: no ``val/*`` metric, no best checkpoint. Asking Lightning to stop
+    after the last step, with validation due in that epoch, makes it validate inside
+    ``fit``, so the best-checkpoint and ``last.ckpt`` callbacks see that validation as
+    any other. (A preempted run stops without it.)
     """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch == trainer.max_epochs - 1:
+            trainer.check_val_every_n_epoch = 1  # the last epoch: validated at its end
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
+            trainer.check_val_every_n_epoch = 1  # due in this epoch, whichever it is
 
 
 class RunConfig(Callback):
