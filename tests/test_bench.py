@@ -167,3 +167,16 @@ def test_fast_dropout_zeroes_with_probability_p_scales_the_rest_and_keeps_nn_dro
     drop.eval()
     assert torch.equal(drop(x), x)
     assert isinstance(drop, torch.nn.Dropout) and drop.state_dict() == {}
+
+
+@pytest.mark.slow
+def test_codecs_bench_prints_both_x264_tunings_and_jpeg():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "bench/codecs.py"], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == ["x264 tune none", "x264 tune fastdecode", "JPEG q90 frames"]
+    sizes = [float(line.split(":")[1].split("KB")[0]) for line in lines[:2]]
+    assert sizes[1] > sizes[0] > 0  # fastdecode's CAVLC costs bytes
+    assert all("dB" in line and "ms/frame" in line for line in lines[:2]) and "decode_jpeg" in lines[2]

@@ -31,8 +31,8 @@ import torch
 import torchaudio.functional as AF
 
 from .clip import (
-    Augment, ClipConfig, _rand, _uniform, audio_to_tensor, choose_window, collate_clips, draw_video_augment, finish_batch,
-    select_captions, video_to_tensor,
+    Augment, ClipConfig, audio_to_tensor, caption_tokens, choose_window, collate_clips, draw_scale_jitter,
+    draw_video_augment, finish_batch, video_to_tensor,
 )
 from .media import audio_array, probe_duration, read_clip
 from .shards import ClipShardDataset, parse_meta
@@ -70,17 +70,9 @@ def per_clip_clip(data: bytes, captions: list, duration: float | None, clip: Cli
     frames resized with the scale jitter by FFmpeg's scaler to RGB, then crop, flip, colour jitter, [-1, 1] and
     the audio noise, one clip at a time on the CPU (the same draws as ``clip_sample``)."""
     start, anchor = choose_window(captions, duration or probe_duration(data), clip, True, gen)
-    short, stretch = clip.image_size, None
-    if _rand(gen) < augment.scale_jitter_prob:
-        if augment.scale_jitter_mode == "aspect":
-            stretch = (_uniform(*augment.scale_jitter, gen), _uniform(*augment.scale_jitter, gen))
-        else:
-            short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
+    short, stretch = draw_scale_jitter(clip, augment, gen)
     media = read_clip(data, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short, stretch)
-    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions, anchor, clip.max_caption_distance)
-    text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
-    if texts:
-        text[: len(texts)] = tokenizer(texts, clip.max_words)
+    text = caption_tokens(captions, start, anchor, clip, tokenizer)
     return {"video": video_to_tensor(media.video, clip.image_size, augment, gen),
             "audio": audio_to_tensor(media.audio, augment, gen), "text": text}
 

@@ -496,6 +496,28 @@ def finish_planes(y: torch.Tensor, uv: torch.Tensor, box: torch.Tensor, bt709: t
     return rgb.clamp_(0, 1)
 
 
+def draw_scale_jitter(clip: ClipConfig, augment: Augment | None,
+                      gen: torch.Generator | None = None) -> tuple[int, tuple[float, float] | None]:
+    """A training clip's resize before the crop: the short side and the (height, width) stretch (None: none)."""
+    short, stretch = clip.image_size, None
+    if augment is not None and _rand(gen) < augment.scale_jitter_prob:
+        if augment.scale_jitter_mode == "aspect":
+            stretch = (_uniform(*augment.scale_jitter, gen), _uniform(*augment.scale_jitter, gen))
+        else:  # zooming out below the crop size is clamped: the crop must fit in the frame
+            short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
+    return short, stretch
+
+
+def caption_tokens(captions: list[Caption], start: float, anchor: int | None, clip: ClipConfig,
+                   tokenizer: WordTokenizer) -> torch.Tensor:
+    """The window's K captions (``select_captions``) as word ids ``[K, max_words]``, zero rows where there are fewer."""
+    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions, anchor, clip.max_caption_distance)
+    text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
+    if texts:
+        text[: len(texts)] = tokenizer(texts, clip.max_words)
+    return text
+
+
 def clip_sample(
     src: str | Path | bytes,
     captions: list[Caption],
@@ -517,21 +539,13 @@ def clip_sample(
     if duration is None:
         duration = probe_duration(src)
     start, anchor = choose_window(captions, duration, clip, augment is not None, gen)
-    short, stretch = clip.image_size, None
-    if augment is not None and _rand(gen) < augment.scale_jitter_prob:
-        if augment.scale_jitter_mode == "aspect":
-            stretch = (_uniform(*augment.scale_jitter, gen), _uniform(*augment.scale_jitter, gen))
-        else:  # zooming out below the crop size is clamped: the crop must fit in the frame
-            short = max(clip.image_size, round(clip.image_size * _uniform(*augment.scale_jitter, gen)))
-    if augment is None:  # validation: resized and centre-cropped here, as the views have always been
+    short, stretch = draw_scale_jitter(clip, augment, gen)
+    if augment is None:  # validation: deterministic views, resized and centre-cropped here
         media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples, short)
     else:  # training: the planes of the crop box; resize and colour on the device (finish_planes)
         media = read_clip(src, start, clip.num_frames, clip.fps, clip.sample_rate, clip.num_samples,
                           PLANES_MAX_SHORT * clip.image_size, output="yuv420p")
-    texts = select_captions(captions, start, start + clip.seconds, clip.num_captions, anchor, clip.max_caption_distance)
-    text = torch.zeros(clip.num_captions, clip.max_words, dtype=torch.long)
-    if texts:
-        text[: len(texts)] = tokenizer(texts, clip.max_words)
+    text = caption_tokens(captions, start, anchor, clip, tokenizer)
     audio = torch.from_numpy(media.audio)
     sample = {"audio": audio, "text": text, "text_mask": (text != 0).any(-1)}
     if augment is None:
@@ -546,12 +560,15 @@ def clip_sample(
 def finish_batch(batch: Any) -> Any:
     """A pretraining batch as loaders hand it over -> model inputs; ``DataModule.on_after_batch_transfer`` calls it.
 
-    Loader workers do what needs a CPU (decode the window, scale jitter in the
-    resize, the crop and flip in its copy) and send ``uint8`` frames with each
-    clip's colour and noise parameters; here, on the training device and batched,
-    the frames become floats in [-1, 1] with colour jitter applied, and the audio
-    gets its noise (drawn from a generator seeded by the batch's clips, so a resumed
-    run adds the same). A batch whose video is already float (built by hand) is returned as is.
+    Loader workers do what needs a CPU (decode the window, cut the yuv420p planes
+    around each training clip's crop box, flipped as drawn; ``crop_planes``) and send
+    them, padded by ``collate_clips``, with each clip's box and colour and noise
+    parameters; here, on the training device and batched, the boxes are resampled to
+    the crop size and converted to RGB (``finish_planes``), colour-jittered and scaled
+    to [-1, 1], and the audio gets its noise (drawn from a generator seeded by the
+    batch's clips, so a resumed run adds the same). Validation batches carry uint8 RGB
+    crops, which only become floats in [-1, 1]. A batch whose video is already float
+    (built by hand) is returned as is.
     """
     if isinstance(batch, dict) and PLANE_KEYS[0] in batch:
         out = dict(batch)

@@ -106,8 +106,8 @@ def usable_cores() -> int:
 def default_num_workers(requested: int | None, cap: int = 4) -> int:
     """``requested``, or (None) ``cap`` loader workers, leaving a core to the training process (at least 1 worker).
 
-    On the 2-core demo machine that is 1: with 2 the workers took the cores the step waits
-    on, for no faster epochs (README "Pretraining on the demo data")."""
+    On the 2-core demo machine that is 1: a second worker would take the core the step's
+    math runs on without making epochs faster (README "Pretraining on the demo data")."""
     if requested is not None:
         return requested
     return max(1, min(cap, usable_cores() - 1))

@@ -211,8 +211,8 @@ class CaptionDataModule(L.LightningDataModule):
         """
         kwargs = loader_kwargs(self.batch_size if train else self.val_batch_size, self.num_workers, train,
                                self.pin_memory, self.persistent_workers)
-        # training clips carry crop boxes of different sizes (collate_clips pads them)
-        kwargs["collate_fn"] = collate_and_finish if self._trains_on_cpu() and self.num_workers > 0 else collate_clips
+        if self._trains_on_cpu() and self.num_workers > 0:  # else the loaders' default, collate_clips
+            kwargs["collate_fn"] = collate_and_finish
         return kwargs
 
     def _trains_on_cpu(self) -> bool:

@@ -32,6 +32,7 @@ from vatt.pretrained import load_classifier, load_pretrained, weights_kind, weig
 from vatt.schedules import warmup_cosine
 
 from .hparams import compile_options, input_geometry
+from .sums import log_epoch_sums
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class VATTFinetuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self._epoch_skipped: torch.Tensor | int = 0  # samples the loader skipped in this training epoch (this rank)
         if modality not in ("video", "audio"):
             raise ValueError(f"model.modality={modality!r}: fine-tune the video or the audio tower")
         geometry = {k: v for k, v in input_geometry(input).items() if k in ("num_frames", "image_size", "audio_samples")}
@@ -139,16 +141,13 @@ class VATTFinetuneModule(L.LightningModule):
         bs = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
-        if "skipped" in batch:  # summed over the epoch and the ranks in on_train_epoch_end (see the pretraining module)
-            self._epoch_skipped = batch["skipped"].sum() + getattr(self, "_epoch_skipped", 0)
+        if "skipped" in batch:  # summed over the ranks in on_train_epoch_end (vatt.lightning.sums)
+            self._epoch_skipped = batch["skipped"].sum() + self._epoch_skipped
         return loss
 
     def on_train_epoch_end(self) -> None:
-        n = torch.as_tensor(getattr(self, "_epoch_skipped", 0), device=self.device).float()
-        if self._trainer is not None and self.trainer.world_size > 1:  # every rank, here: no lazy sync
-            n = self.trainer.strategy.reduce(n, reduce_op="sum")
+        log_epoch_sums(self, {"data/skipped": self._epoch_skipped})
         self._epoch_skipped = 0
-        self.log("data/skipped", n, on_epoch=True, sync_dist=False)
 
     def _collect(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         x = batch[self.modality]

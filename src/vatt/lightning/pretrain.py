@@ -18,6 +18,7 @@ from vatt.pretrained import MODEL_KEY  # where the model's own config goes in a 
 from vatt.schedules import warmup_cosine
 
 from .hparams import backbone_kwargs, compile_options
+from .sums import log_epoch_sums
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class VATTPretrainModule(L.LightningModule):
         self._last_step_time: float | None = None
         self._total_steps: int | None = None
         self._skipped_total: torch.Tensor | int = 0  # samples the loaders skipped since the run began (this rank)
+        self._epoch_skipped: torch.Tensor | int = 0  # ... in this training epoch (this rank)
 
     def load_word_vectors(self, path: str | None, vocab: list[str] | None, trainable: bool) -> None:
         """Fill the word table from a word2vec/GloVe file for the tokenizer's words (frozen unless ``trainable``)."""
@@ -173,11 +175,8 @@ class VATTPretrainModule(L.LightningModule):
         if "skipped" not in batch:
             return
         n = batch["skipped"].sum()
-        if self.training:
-            # the epoch's sum over ranks is taken in on_train_epoch_end, on every rank at once: a lazily synced
-            # epoch metric would be reduced first by rank 0's progress bar, out of step with the other ranks'
-            # collectives (a DDP run that skips a validation at an epoch's end then deadlocked)
-            self._epoch_skipped = n + getattr(self, "_epoch_skipped", 0)
+        if self.training:  # summed over the ranks in on_train_epoch_end (vatt.lightning.sums)
+            self._epoch_skipped = n + self._epoch_skipped
             self._skipped_total = n + self._skipped_total
             self.log("data/skipped_total", self._skipped_total.float(), reduce_fx="sum", sync_dist=True, batch_size=bs)
         else:  # validation: its metrics are reduced at the validation's end, on every rank
@@ -201,13 +200,8 @@ class VATTPretrainModule(L.LightningModule):
         self._last_step_time = None
 
     def on_train_epoch_end(self) -> None:
-        epoch, total = (torch.as_tensor(v, device=self.device).float()
-                        for v in (getattr(self, "_epoch_skipped", 0), self._skipped_total))
-        if self._trainer is not None and self.trainer.world_size > 1:  # every rank, here: no lazy sync
-            epoch, total = (self.trainer.strategy.reduce(v, reduce_op="sum") for v in (epoch, total))
+        log_epoch_sums(self, {"data/skipped": self._epoch_skipped, "data/skipped_total": self._skipped_total})
         self._epoch_skipped = 0
-        self.log("data/skipped", epoch, on_epoch=True, sync_dist=False)
-        self.log("data/skipped_total", total, on_epoch=True, sync_dist=False)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self(batch)

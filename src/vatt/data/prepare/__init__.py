@@ -398,7 +398,7 @@ def prepare(
       (H.264, short side N, a keyframe every second; AAC audio); ``fps`` (with ``transcode``):
       the video re-timed to that constant rate (each tick gets the source frame shown then);
       ``x264_tune``: ``"fastdecode"`` (CAVLC, no deblocking: the same PSNR at the same CRF for
-      ~17 % more bytes, decoded 1.3-1.5x faster by the loaders) or None (x264's defaults: smaller).
+      ~11 % more bytes, decoded ~2.4x faster by the loaders) or None (x264's defaults: smaller).
     - ``require_video``: skip inputs without a video stream (pretraining needs video; AudioSet keeps its
       audio-only clips by default, for audio fine-tuning). Manifests and HowTo100M always need video.
     - ``force``: rebuild even when the output is up to date.
@@ -472,8 +472,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="with --transcode: the video at this frame rate, e.g. the training rate (10), so that "
                              "loaders decode only frames they keep; default: the source's rate")
     common.add_argument("--x264-tune", choices=("fastdecode", "none"), default="fastdecode",
-                        help="with --transcode: fastdecode (default; ~17%% more bytes at the same quality, decoded "
-                             "1.3-1.5x faster) or none (x264's defaults, smaller files)")
+                        help="with --transcode: fastdecode (default; ~11%% more bytes at the same quality, decoded "
+                             "~2.4x faster) or none (x264's defaults, smaller files)")
     common.add_argument("--source", default=None, help="name stored in every record (default: the sub-command)")
     common.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
                         help="how workers start (default: fork on Linux)")

@@ -135,8 +135,8 @@ def _transcode(src: str, short_side: int, dst: Path, fps: float | None = None, t
     """Re-encode to MP4: H.264 (short side ``short_side``, a keyframe every second) + AAC.
 
     ``tune``: x264's ``fastdecode`` (the default: CAVLC instead of CABAC, no deblocking filter): at the
-    same CRF the same PSNR for ~17 % more bytes, and a loader decodes it 1.3-1.5x
-    faster (README "Performance").
+    same CRF the same PSNR for ~11 % more bytes, and a loader decodes it ~2.4x
+    faster (``bench/codecs.py``).
 
     ``fps``: the video at this constant frame rate (``_Retimer``), e.g. the training
     rate, so that a loader decodes only frames it keeps; None keeps the source's rate.
