@@ -350,6 +350,39 @@ def make_ucf101(root: Path) -> Path:
     return root
 
 
+def make_audioset(root: Path) -> Path:
+    """AudioSet's layout: 3 classes ("A", "B", "C"), 4 balanced-train and 3 eval clips, multi-label, audio only."""
+    header = "# Segments csv\n# num_ytids=4\n# YTID, start_seconds, end_seconds, positive_labels\n"
+    root.mkdir(parents=True)
+    (root / "class_labels_indices.csv").write_text('index,mid,display_name\n0,/m/a,"A"\n1,/m/b,"B"\n2,/m/c,"C"\n')
+    labels = {"trainAAAAA1": "/m/a", "trainAAAAA2": "/m/b,/m/c", "trainAAAAA3": "/m/a,/m/c", "trainAAAAA4": "/m/b",
+              "evalAAAAAA1": "/m/a,/m/b", "evalAAAAAA2": "/m/c", "evalAAAAAA3": "/m/a"}
+    for i, ytid in enumerate(labels):
+        clip(root / "clips" / f"{ytid}_10.000.wav", seed=i, seconds=1.0, video=False)
+    for name, prefix in (("balanced_train_segments.csv", "train"), ("eval_segments.csv", "eval")):
+        (root / name).write_text(header + "".join(f'{y}, 10.000, 20.000, "{m}"\n' for y, m in labels.items()
+                                                  if y.startswith(prefix)))
+    (root / "unbalanced_train_segments.csv").write_text(header)
+    return root
+
+
+def make_esc50(root: Path, media: bool = True) -> Path:
+    """ESC-50's layout: 2 classes ("dog", "rain") x 5 folds, one clip each (``media=False``: empty stand-in files)."""
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for fold in range(1, 6):
+        for target, category in enumerate(["dog", "rain"]):
+            name = f"{fold}-10{target}-A-{target}.wav"
+            rows.append(f"{name},{fold},{target},{category},False,10{target},A")
+            if media:
+                clip(root / "audio" / name, seed=target + 3 * fold, seconds=1.0, video=False)
+            else:
+                (root / "audio").mkdir(parents=True, exist_ok=True)
+                (root / "audio" / name).touch()
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
 def make_msrvtt(root: Path) -> Path:
     rows = ["key,vid_key,video_id,sentence"]
     for v in range(4):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import clip, make_msrvtt, make_ucf101, only_run, run_module, write_av
+from conftest import clip, make_audioset, make_esc50, make_msrvtt, make_ucf101, only_run, run_module, write_av
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,7 @@ def test_linear_probe_on_a_ucf101_layout_reports_every_split_and_their_mean(tmp_
 
 
 def test_linear_probe_on_esc50_reads_audio_and_leaves_each_fold_out(tmp_path):
-    root = tmp_path / "esc50"
-    rows = ["filename,fold,target,category,esc10,src_file,take"]
-    for fold in range(1, 6):
-        for target, category in enumerate(["dog", "rain"]):
-            name = f"{fold}-1{target}-A-{target}.wav"
-            clip(root / "audio" / name, seed=target + 3 * fold, seconds=1.0, video=False)
-            rows.append(f"{name},{fold},{target},{category},False,1{target},A")
-    (root / "meta").mkdir()
-    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    root = make_esc50(tmp_path / "esc50")
     run_module("vatt.eval", ["task=linear_probe", "data=esc50", f"data.root={root}", *TINY], tmp_path)
     m = metrics_of(tmp_path, "eval")
     assert [m[f"fold{f}/num_test"] for f in range(1, 6)] == [2] * 5 and m["fold3/num_train"] == 8
@@ -72,19 +64,7 @@ def test_zero_shot_retrieval_on_msrvtt(tmp_path):
 
 
 def test_finetuning_on_audioset_is_multi_label_with_map_auc_and_d_prime(tmp_path):
-    root = tmp_path / "audioset"
-    header = "# Segments csv\n# num_ytids=4\n# YTID, start_seconds, end_seconds, positive_labels\n"
-    (root).mkdir()
-    (root / "class_labels_indices.csv").write_text('index,mid,display_name\n0,/m/a,"A"\n1,/m/b,"B"\n2,/m/c,"C"\n')
-    labels = {"trainAAAAA1": "/m/a", "trainAAAAA2": "/m/b,/m/c", "trainAAAAA3": "/m/a,/m/c", "trainAAAAA4": "/m/b",
-              "evalAAAAAA1": "/m/a,/m/b", "evalAAAAAA2": "/m/c", "evalAAAAAA3": "/m/a"}
-    for i, (ytid, mids) in enumerate(labels.items()):
-        clip(root / "clips" / f"{ytid}_10.000.wav", seed=i, seconds=1.0, video=False)
-    (root / "balanced_train_segments.csv").write_text(header + "".join(
-        f'{y}, 10.000, 20.000, "{m}"\n' for y, m in labels.items() if y.startswith("train")))
-    (root / "eval_segments.csv").write_text(header + "".join(
-        f'{y}, 10.000, 20.000, "{m}"\n' for y, m in labels.items() if y.startswith("eval")))
-    (root / "unbalanced_train_segments.csv").write_text(header)
+    root = make_audioset(tmp_path / "audioset")
     run_module("vatt.train", ["experiment=finetune_audioset", f"data.root={root}", *TINY_FINETUNE], tmp_path)
     m = metrics_of(tmp_path, "train")
     assert {"test/mAP", "test/AUC", "test/d_prime"} <= set(m) and m["num_test"] == 3 and m["num_train"] == 4

@@ -14,7 +14,9 @@ What the listers never crash on, and where it goes instead:
   root or (UCF101, HMDB51) to the video folder, or ``<stem>.*`` where files are
   found by name anywhere under the root (Kinetics, AudioSet). YouCook2's JSON has
   no useful lines and says ``entry <video_id>`` instead. Such items are left out
-  of the splits.
+  of the splits. Each :class:`Split` counts its own as ``missing_train`` /
+  ``missing_test`` (per split and part: a UCF101 video absent from disk counts in
+  every list that names it).
 - ``Listing.skipped``: one line per index-file line that was left out or changed
   for another reason (malformed, an unknown class, an AudioSet label mid that is
   not in ``class_labels_indices.csv``), ``"<index file> line <n>: <reason>"``
@@ -60,6 +62,8 @@ class Split:
     name: str
     train: list[Item]
     test: list[Item]
+    missing_train: int = 0  # index entries of the train part left out because their media file is not on disk
+    missing_test: int = 0  # the same for the test part: listed in the official index, absent on disk
 
 
 @dataclass

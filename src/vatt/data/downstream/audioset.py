@@ -91,8 +91,9 @@ def list_audioset(root: str | Path, train_set: str = "balanced") -> Listing:
     eval_csv = require_file(root / "eval_segments.csv", NAME, layout)
     files = index_media_folder(root, EXTS)
 
-    def items(csv_path: Path) -> list[Item]:
-        out = []
+    def items(csv_path: Path) -> tuple[list[Item], int]:
+        """The items of ``csv_path`` and how many were left out as missing."""
+        out, lost = [], 0
         for seg in read_audioset_segments(csv_path):
             where = f"{csv_path.name} line {seg.line}"
             if isinstance(seg, MalformedRow):
@@ -109,9 +110,11 @@ def list_audioset(root: str | Path, train_set: str = "balanced") -> Listing:
             path = next((files[s][0] for s in stems if s in files), None)
             if path is None:
                 missing.append(f"{where}: {stems[0]}.*")
+                lost += 1
                 continue
             out.append(Item(path, labels, id=seg.clip_id))
-        return out
+        return out, lost
 
-    split = Split("test", items(train_csv), items(eval_csv))
+    (train, missing_train), (test, missing_test) = items(train_csv), items(eval_csv)
+    split = Split("test", train, test, missing_train, missing_test)
     return Listing(NAME, classes, [split], multilabel=True, missing=missing, skipped=skipped)

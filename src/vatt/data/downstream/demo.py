@@ -16,7 +16,10 @@ the rows have captions.
 
 ``missing`` holds the manifest rows whose clip is absent; ``skipped`` everything
 else :func:`load_manifest` left out (malformed rows, dropped captions) and rows
-without the ``label`` key.
+without the ``label`` key. The split counts the absent ``train.jsonl`` rows as
+``missing_train`` and the absent ``val.jsonl`` rows as ``missing_test``; with
+``task="retrieval"`` (no train part) ``missing_train`` is 0 and ``missing_test``
+counts every absent ``val.jsonl`` row, captioned or not.
 """
 
 from __future__ import annotations
@@ -57,17 +60,19 @@ def list_demo(root: str | Path, label: str = "colour", task: str = "classify") -
     layout = LAYOUT.format(root=root)
     missing: list[str] = []
     skipped: list[str] = []
-    rows = {
-        split: _read(require_file(root / f"{split}.jsonl", NAME, layout), missing, skipped)
-        for split in ("train", "val")
-    }
+    rows: dict[str, list[ClipRow]] = {}
+    lost: dict[str, int] = {}  # per manifest: rows left out because their clip is absent
+    for split in ("train", "val"):
+        before = len(missing)
+        rows[split] = _read(require_file(root / f"{split}.jsonl", NAME, layout), missing, skipped)
+        lost[split] = len(missing) - before
 
     def ident(row: ClipRow) -> str:
         return row.video.relative_to(root).as_posix()
 
     if task == "retrieval":
         items = [Item(r.video, None, caption=r.captions[0].text, id=ident(r)) for r in rows["val"] if r.captions]
-        return Listing(NAME, [], [Split("test", [], items)], missing=missing, skipped=skipped)
+        return Listing(NAME, [], [Split("test", [], items, missing_test=lost["val"])], missing=missing, skipped=skipped)
 
     keys = sorted({k for split_rows in rows.values() for r in split_rows for k in r.labels})
     if label not in keys:
@@ -83,4 +88,5 @@ def list_demo(root: str | Path, label: str = "colour", task: str = "classify") -
                 continue
             items.append(Item(r.video, index[str(r.labels[label])], id=ident(r)))
         sets.append(items)
-    return Listing(NAME, classes, [Split("test", sets[0], sets[1])], missing=missing, skipped=skipped)
+    split = Split("test", sets[0], sets[1], lost["train"], lost["val"])
+    return Listing(NAME, classes, [split], missing=missing, skipped=skipped)

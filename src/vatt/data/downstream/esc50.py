@@ -41,6 +41,7 @@ def list_esc50(root: str | Path) -> Listing:
     missing: list[str] = []
     names: dict[int, str] = {}
     by_fold: dict[int, list[Item]] = {k: [] for k in FOLDS}
+    lost = dict.fromkeys(FOLDS, 0)  # missing rows per fold
     for lineno, row in rows[1:]:
         where = f"{meta.name} line {lineno}"
         try:
@@ -58,6 +59,7 @@ def list_esc50(root: str | Path) -> Listing:
         path = root / "audio" / filename
         if not path.is_file():
             missing.append(f"{where}: audio/{filename}")
+            lost[fold] += 1
             continue
         by_fold[fold].append(Item(path, target, id=filename))
     if sorted(names) != list(range(len(names))) or not names:
@@ -67,6 +69,8 @@ def list_esc50(root: str | Path) -> Listing:
         )
     classes = [names[t] for t in range(len(names))]
     splits = [
-        Split(f"fold{k}", [it for j in FOLDS if j != k for it in by_fold[j]], list(by_fold[k])) for k in FOLDS
+        Split(f"fold{k}", [it for j in FOLDS if j != k for it in by_fold[j]], list(by_fold[k]),
+              sum(lost[j] for j in FOLDS if j != k), lost[k])
+        for k in FOLDS
     ]
     return Listing(NAME, classes, splits, modality="audio", missing=missing, skipped=skipped)

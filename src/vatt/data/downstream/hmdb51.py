@@ -58,6 +58,7 @@ def list_hmdb51(root: str | Path) -> Listing:
     for k in (1, 2, 3):
         train: list[Item] = []
         test: list[Item] = []
+        lost = {"1": 0, "2": 0}  # by flag: missing train / test entries of this split
         for label, action in enumerate(classes):
             split_file = require_file(split_dir / f"{action}_test_split{k}.txt", NAME, layout)
             for lineno, line in read_lines(split_file):
@@ -71,7 +72,8 @@ def list_hmdb51(root: str | Path) -> Listing:
                 path = locate(rel)
                 if path is None:
                     missing.append(f"{split_file.name} line {lineno}: {rel}")
+                    lost[parts[1]] += 1
                     continue
                 (train if parts[1] == "1" else test).append(Item(path, label, id=rel))
-        splits.append(Split(f"split{k}", train, test))
+        splits.append(Split(f"split{k}", train, test, lost["1"], lost["2"]))
     return Listing(NAME, classes, splits, missing=missing, skipped=skipped)

@@ -93,8 +93,9 @@ def list_kinetics(root: str | Path, version: int = 400) -> Listing:
     index = {c: i for i, c in enumerate(classes)}
     files = index_media_folder(root, EXTS)
 
-    def items(csv_path: Path, rows: list[tuple[int, str, str]]) -> list[Item]:
-        out = []
+    def items(csv_path: Path, rows: list[tuple[int, str, str]]) -> tuple[list[Item], int]:
+        """The items of ``rows`` and how many were left out as missing."""
+        out, lost = [], 0
         for lineno, label, stem in rows:
             if label not in index:
                 skipped.append(f"{csv_path.name} line {lineno}: label {label!r} is not a class of {train_csv.name}")
@@ -102,11 +103,13 @@ def list_kinetics(root: str | Path, version: int = 400) -> Listing:
             paths = files.get(stem)
             if not paths:
                 missing.append(f"{csv_path.name} line {lineno}: {stem}.*")
+                lost += 1
                 continue
             out.append(Item(paths[0], index[label], id=stem))
-        return out
+        return out, lost
 
-    split = Split("test", items(train_csv, train_rows), items(val_csv, val_rows))
+    (train, missing_train), (test, missing_test) = items(train_csv, train_rows), items(val_csv, val_rows)
+    split = Split("test", train, test, missing_train, missing_test)
     return Listing(name, classes, [split], missing=missing, skipped=skipped)
 
 

@@ -67,9 +67,9 @@ def list_mit(root: str | Path) -> Listing:
         classes, source = sorted({label for _, _, label in sets[0][2]}), "trainingSet.csv"
     index = {c: i for i, c in enumerate(classes)}
 
-    lists = []
+    lists, lost = [], []
     for csv_name, folder, rows in sets:
-        items = []
+        items, n_missing = [], 0
         for lineno, rel, label in rows:
             if label not in index:
                 skipped.append(f"{csv_name} line {lineno}: label {label!r} is not a class of {source}")
@@ -77,7 +77,10 @@ def list_mit(root: str | Path) -> Listing:
             path = root / folder / rel
             if not path.is_file():
                 missing.append(f"{csv_name} line {lineno}: {folder}/{rel}")
+                n_missing += 1
                 continue
             items.append(Item(path, index[label], id=f"{folder}/{rel}"))
         lists.append(items)
-    return Listing(NAME, classes, [Split("test", lists[0], lists[1])], missing=missing, skipped=skipped)
+        lost.append(n_missing)
+    split = Split("test", lists[0], lists[1], lost[0], lost[1])
+    return Listing(NAME, classes, [split], missing=missing, skipped=skipped)

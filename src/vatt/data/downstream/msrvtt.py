@@ -63,4 +63,5 @@ def list_msrvtt(root: str | Path) -> Listing:
             missing.append(f"{where}: videos/all/{vid}.mp4")
             continue
         items.append(Item(video, None, caption=sentence, id=vid))
-    return Listing(NAME, [], [Split("test", [], items)], missing=missing, skipped=skipped)
+    split = Split("test", [], items, missing_test=len(missing))  # every missing row is a test row
+    return Listing(NAME, [], [split], missing=missing, skipped=skipped)

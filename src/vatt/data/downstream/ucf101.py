@@ -84,6 +84,7 @@ def list_ucf101(root: str | Path) -> Listing:
     splits = []
     for k in (1, 2, 3):
         train: list[Item] = []
+        missing_train = missing_test = 0
         train_file = require_file(lists / f"trainlist0{k}.txt", NAME, layout)
         for lineno, line in read_lines(train_file):
             parts = line.split()
@@ -93,7 +94,9 @@ def list_ucf101(root: str | Path) -> Listing:
                     f"got {line!r}"
                 )
                 continue
-            if (it := item(train_file, lineno, parts[0], int(parts[1]) - 1)) is not None:
+            if (it := item(train_file, lineno, parts[0], int(parts[1]) - 1)) is None:
+                missing_train += 1
+            else:
                 train.append(it)
         test: list[Item] = []
         test_file = require_file(lists / f"testlist0{k}.txt", NAME, layout)
@@ -105,7 +108,9 @@ def list_ucf101(root: str | Path) -> Listing:
                     f"{test_file.name} line {lineno}: the class folder of {rel!r} is not a class of classInd.txt"
                 )
                 continue
-            if (it := item(test_file, lineno, rel, by_folder[folder])) is not None:
+            if (it := item(test_file, lineno, rel, by_folder[folder])) is None:
+                missing_test += 1
+            else:
                 test.append(it)
-        splits.append(Split(f"split{k}", train, test))
+        splits.append(Split(f"split{k}", train, test, missing_train, missing_test))
     return Listing(NAME, classes, splits, missing=missing, skipped=skipped)

@@ -70,6 +70,7 @@ def list_youcook2(root: str | Path) -> Listing:
     skipped: list[str] = []
     missing: list[str] = []
     items = []
+    lost = 0  # segments of the missing videos: the test items a missing video takes with it
     for vid, entry in database.items():
         where = f"{JSON_NAME} entry {vid}"
         if not isinstance(entry, dict) or not isinstance(entry.get("annotations"), list):
@@ -88,8 +89,10 @@ def list_youcook2(root: str | Path) -> Listing:
             continue
         if vid not in files:
             missing.append(f"{where}: raw_videos/validation/{entry.get('recipe_type', '<recipe_type>')}/{vid}.*")
+            lost += len(segments)
             continue
         video = files[vid][0]
         items.extend(Item(video, None, caption=text, start=start, end=end, id=f"{vid}_{ann_id}")
                      for ann_id, start, end, text in segments)
-    return Listing(NAME, [], [Split("test", [], items)], missing=missing, skipped=skipped)
+    split = Split("test", [], items, missing_test=lost)  # items are segments: a missing video loses all of its own
+    return Listing(NAME, [], [split], missing=missing, skipped=skipped)
