@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -173,6 +174,15 @@ def test_finetune_experiment_fits_then_tests_every_view(user_dir):
     assert [p.name for p in (run / "checkpoints").glob("epoch*.ckpt")] == ["epoch000-step000002.ckpt"]
     assert "'val/top1'" in (run / "train.log").read_text().split("final metrics:")[1]
     assert "testing the final weights on every view" in out
+    # what the test measured: every val clip, in the demo's views, with the run's final weights (docs/protocols.md)
+    record = metrics["protocol"]
+    val_ids = [json.loads(line)["video"] for line in (user_dir / "data/demo/val.jsonl").read_text().splitlines()]
+    assert record["task"] == "finetune" and record["dataset"] == "demo" and record["items_evaluated"] == 8
+    assert record["ids_sha256"] == hashlib.sha256("".join(f"{i}\n" for i in sorted(val_ids)).encode()).hexdigest()
+    assert record["checkpoint"] == {"path": str(run / "checkpoints" / "last.ckpt"),
+                                    "sha256": file_sha256(run / "checkpoints" / "last.ckpt")}
+    assert record["initialised_from"] == str(weights) and record["classifier"] == "fine-tuned"
+    assert (record["views"]["windows"], record["views"]["crops"]) == (4, 1) and record["comparable_to_paper"] is False
     assert f"fine-tuning the video tower of {weights} (sha256 {file_sha256(weights)[:12]}): its " in out
     assert "none missing or unexpected" in out
     assert "No monitor" not in out and "not found in the returned metrics" not in out
@@ -334,8 +344,13 @@ def test_old_names_of_the_test_views_name_the_new_key(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = compose("eval", overrides=[SEARCHPATH, "probe.num_windows=8"])
-        pretraining_demo = compose("eval", overrides=[SEARCHPATH, "data=demo"])
+        demo = compose("eval", overrides=[SEARCHPATH, "data=demo"])
+        shards = compose("eval", overrides=[SEARCHPATH, "data=shards"])
     with pytest.raises(UserError, match=r"probe.num_windows is now data.num_windows .*data.num_windows=8"):
         check_eval_config(cfg)
-    with pytest.raises(UserError, match=r"data=demo is the pretraining demo .*data=demo_labels"):
-        check_eval_config(pretraining_demo)
+    # in make eval, data=demo is the demo's labelled view (configs/eval/data/demo.yaml -> demo_labels)
+    assert demo.data.name == "demo" and demo.data.label == "colour" and demo.data.generate_demo
+    check_eval_config(demo)
+    with pytest.raises(UserError, match=r"make eval reads a labelled downstream set .*or data=demo\), not "
+                                        r"vatt.data.shards"):
+        check_eval_config(shards)

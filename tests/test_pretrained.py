@@ -121,8 +121,10 @@ def test_encoders_give_features_or_common_space_embeddings():
     assert torch.equal(model.encode_text(text, space="vt"), out["text_vt"])
     unit = model.encode_text(text, space="vt", normalize=True)
     assert torch.allclose(unit.norm(dim=-1), torch.ones(2)) and torch.allclose(unit, out["text_vt"] / out["text_vt"].norm(dim=-1, keepdim=True))
-    with pytest.raises(ValueError, match="space='vt'"):
-        model.encode_audio(audio, space="vt")
+    # audio in the video-text space: its va embedding through the va -> vt projection (audio zero-shot)
+    assert torch.equal(model.encode_audio(audio, space="vt"), model.heads.va_to_vt(out["audio_va"]))
+    with pytest.raises(ValueError, match="space='ta'"):
+        model.encode_audio(audio, space="ta")
 
 
 def test_freezing_towers_stops_their_gradients_only():

@@ -277,7 +277,18 @@ def check_resume_last(cmd: str, root: Path) -> None:
 
 
 def check_report(cmd: str, root: Path) -> None:
-    """``make report run=logs/train/multiruns/<time>``: the newest sweep gets report.md (a row per job) and plots."""
+    """``make report run=logs/train/multiruns/<time>``: the newest sweep gets report.md (a row per job) and plots;
+    ``make report run=logs/eval/runs``: every evaluation so far gets its metrics and its protocol columns."""
+    if cmd == "make report run=logs/eval/runs":
+        proc = run(cmd, root)
+        scored = [r for r in evals(root) if (r / "metrics.json").is_file()]
+        table = (root / "logs" / "eval" / "runs" / "report.md").read_text()
+        assert scored and "| job | task | dataset | splits | items | missing | unreadable | ids |" in table
+        for r in scored:
+            ids = json.loads((r / "metrics.json").read_text())["protocol"]["ids_sha256"][:12]
+            assert any(line.startswith(f"| {r.name} |") and f"| {ids} |" in line for line in table.splitlines())
+        assert "report.md" in proc.stdout
+        return
     assert "<time>" in cmd
     sweeps = sorted(multiruns(root), key=lambda p: p.name)
     assert sweeps, "the README shows make report before any sweep"
@@ -353,7 +364,11 @@ def check_eval(cmd: str, root: Path) -> None:
     (new,) = evals(root) - before
     metrics = json.loads((new / "metrics.json").read_text())
     assert {"num_train", "num_test", "num_skipped"} <= set(metrics)
-    assert ("test/top1" if "linear_probe" in cmd else "test/t2v_R@10") in metrics
+    assert ("test/t2v_R@10" if "task=retrieval" in cmd else "test/top1") in metrics
+    record = metrics["protocol"]  # what was measured (docs/protocols.md)
+    tests = [part["evaluated"] for name, part in record["items"].items() if name.endswith("/test")]
+    assert record["items_evaluated"] == sum(tests) and metrics["num_test"] in tests and len(record["ids_sha256"]) == 64
+    assert record["comparable_to_paper"] is False and record["reasons"]  # the demo is no paper benchmark
     assert (new / ".hydra" / "config.yaml").is_file() and list((new / "tensorboard").glob("events.*"))
 
 

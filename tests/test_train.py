@@ -347,7 +347,9 @@ def test_fsdp_config_wraps_transformer_blocks(tmp_path):
 
 @pytest.mark.parametrize("module, expected, private", [
     ("vatt.train", ["experiment: demo,", "model: finetune, vatt_bbs", "trainer: cpu, ddp, ddp_cpu"], ["_pretrain", "_finetune", "_downstream", "eval/"]),
-    ("vatt.eval", ["task: classifier, linear_probe, retrieval", "data: audioset, demo_labels, esc50,"], ["_downstream", "manifest", "shards", " demo,"]),
+    # in make eval, data=demo is the demo's labelled view (configs/eval/data/demo.yaml)
+    ("vatt.eval", ["task: classifier, linear_probe, retrieval, zero_shot", "data: audioset, demo, demo_labels, esc50,"],
+     ["_downstream", "manifest", "shards"]),
 ])
 def test_help_lists_the_choices_a_user_has(tmp_path, module, expected, private):
     env = {k: v for k, v in os.environ.items() if k != "VATT_ROOT"}

@@ -14,7 +14,7 @@ import dataclasses
 import difflib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -99,6 +99,10 @@ EVAL = {
     **COMMON,
     "data.num_windows": POS_INT,
     "data.num_crops": POS_INT,
+    "probe.classifier": _rule(lambda v: v in ("logistic", "authors"), "logistic or authors"),
+    "probe.epochs": POS_INT,
+    "eval.templates": _rule(lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0 and all(
+        isinstance(t, str) and t.count("{}") == 1 for t in v), "a list of texts with one {} each", nullable=True),
 }
 # settings that moved: old key -> new key (the error names the new one)
 RENAMED = {
@@ -200,10 +204,8 @@ def check_renamed(cfg: DictConfig) -> None:
 def check_eval_config(cfg: DictConfig) -> None:
     """All checks of an evaluation's config (raises ``UserError``)."""
     if OmegaConf.select(cfg, "data._target_", default=None) != DOWNSTREAM_TARGET:
-        hint = ("; data=demo is the pretraining demo (captions only): its labelled view is data=demo_labels"
-                if OmegaConf.select(cfg, "data.path", default=None) is not None else "")
-        raise UserError(f"make eval reads a labelled downstream set (configs/data/<name>.yaml including _downstream), "
-                        f"not {OmegaConf.select(cfg, 'data._target_', default='this data config')}{hint}")
+        raise UserError(f"make eval reads a labelled downstream set (configs/data/<name>.yaml including _downstream, "
+                        f"or data=demo), not {OmegaConf.select(cfg, 'data._target_', default='this data config')}")
     check_renamed(cfg)
     check_values(cfg, EVAL)
     check_keys(cfg, ("data",))

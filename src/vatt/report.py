@@ -13,7 +13,9 @@ job the report reads its Hydra config and TensorBoard events and writes, into
 - ``droptoken.png`` when the jobs differ in ``model.droptoken``: retrieval against
   forward GFLOPs, one point per rate (the shape of the paper's Table 5).
 
-A downstream run (``metrics.json`` in its folder) gets a table of its metrics.
+A downstream run (``metrics.json`` in its folder), or a folder of them, gets a table of their metrics and one of
+what each measured (the ``protocol`` record: items evaluated vs official, missing, the ids' hash, views, feature,
+classifier, weights, whether it compares with the paper and why not).
 """
 
 from __future__ import annotations
@@ -195,11 +197,33 @@ def plot_droptoken(rows: list[dict[str, Any]], out: Path) -> Path:
     return out
 
 
+PROTOCOL_COLUMNS = ("task", "dataset", "splits", "items", "missing", "unreadable", "ids", "views", "feature",
+                    "classifier", "checkpoint", "comparable to paper")
+
+
+def protocol_cells(p: dict[str, Any] | None) -> list[str]:
+    """The protocol columns of one job (``metrics.json``'s ``protocol`` object; dashes for runs without one)."""
+    if not p:
+        return ["–"] * len(PROTOCOL_COLUMNS)
+    v, ckpt = p["views"], p["checkpoint"]
+    official = "?" if p.get("items_official") is None else p["items_official"]
+    weights = (ckpt["sha256"] or "")[:12] or ("random" if ckpt.get("random_init") else "–")
+    comparable = "yes" if p["comparable_to_paper"] else "no: " + "; ".join(p["reasons"])
+    return [p["task"], p["dataset"], ", ".join(p["splits"]), f"{p['items_evaluated']} / {official}",
+            str(p["items_missing"]), str(p["items_unreadable"]), p["ids_sha256"][:12],
+            f"{v['windows']}x{v['crops']}", str(p["feature"]), str(p["classifier"] or "–"), weights,
+            comparable.replace("|", "/")]
+
+
 def downstream_table(jobs: list[Path]) -> str:
+    """Metrics and the protocol record of each evaluation job; ids and weights: the first 12 hex of their SHA-256."""
     rows = [(j.name, json.loads((j / "metrics.json").read_text())) for j in jobs if (j / "metrics.json").is_file()]
     keys = sorted({k for _, m in rows for k, v in m.items() if isinstance(v, (int, float))})
     lines = ["| job | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(_fmt(m.get(k, float("nan"))) for k in keys) + " |" for name, m in rows]
+    lines += ["", "What each job measured (`protocol` in its `metrics.json`; ids, weights: SHA-256, first 12 hex "
+              "digits):", "", "| job | " + " | ".join(PROTOCOL_COLUMNS) + " |", "|---" * (len(PROTOCOL_COLUMNS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(protocol_cells(m.get("protocol"))) + " |" for name, m in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -208,8 +232,13 @@ def report(path: str | Path) -> dict[str, Path]:
     path = Path(path)
     jobs = job_folders(path)
     written: dict[str, Path] = {}
-    if all((j / "metrics.json").is_file() for j in jobs):
-        text = f"# Report: {path}\n\nDownstream metrics (`metrics.json` of each job):\n\n" + downstream_table(jobs)
+    scored = [j for j in jobs if (j / "metrics.json").is_file()]
+    unscored = [j for j in jobs if j not in scored]
+    if scored and not any((j / "checkpoints").is_dir() for j in unscored):  # evaluations (a failed one: no metrics)
+        text = f"# Report: {path}\n\nDownstream metrics (`metrics.json` of each job):\n\n" + downstream_table(scored)
+        if unscored:
+            text += (f"\n{len(unscored)} run(s) without metrics.json (stopped or failed) left out: "
+                     f"{', '.join(j.name for j in unscored)}\n")
     else:
         rows = [summarize(j) for j in jobs]
         text = (f"# Report: {path}\n\nOne row per job; GFLOPs: forward per clip at the job's geometry and "

@@ -110,7 +110,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (tested,) = trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in tested.items()})
         if rank_zero_only.rank == 0:
-            write_run_metrics(datamodule.test_record(metrics), Path(cfg.paths.output_dir))
+            last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+            write_run_metrics(datamodule.test_record(metrics, getattr(module, "tested_index", None),
+                                                     str(last) if last.is_file() else None, cfg.get("pretrained")),
+                              Path(cfg.paths.output_dir))
     if rank_zero_only.rank == 0:
         shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/", "train/loss"))}
         log.info("final metrics: %s", shown)

@@ -74,12 +74,27 @@ class DownstreamDataModule(L.LightningDataModule):
         """Downstream sets have classes, not a caption vocabulary."""
         return None
 
-    def test_record(self, metrics: dict[str, float]) -> dict[str, float]:
-        """What ``metrics.json`` holds after testing: the test metrics and the counts of videos used and skipped."""
-        out = {k: v for k, v in sorted(metrics.items()) if k.startswith("test/")}
+    def test_record(self, metrics: dict[str, float], tested_index: list[int] | None = None,
+                    checkpoint: str | None = None, pretrained: str | None = None) -> dict[str, Any]:
+        """What ``metrics.json`` holds after testing: the test metrics, the counts of videos used and skipped, and
+        the ``protocol`` object (``vatt.protocol``; ``tested_index``: the test items scored, ``checkpoint``: the
+        weights tested, ``pretrained``: what fine-tuning started from)."""
+        from vatt import protocol
+
+        out: dict[str, Any] = {k: v for k, v in sorted(metrics.items()) if k.startswith("test/")}
         out["num_train"] = len(self.split.train)
         out["num_test"] = int(metrics.get("test/num_videos", len(self.split.test)))
         out["num_skipped"] = int(metrics.get("data/test_skipped", 0))
+        split, listing, test = self.split, self.listing, self.datasets.get("test")
+        scored = [split.test[i].id for i in tested_index] if tested_index is not None else [i.id for i in split.test]
+        parts = [protocol.Part(split.name, "test", len(split.test), split.missing_test, scored)]
+        views = protocol.view_record(test.num_windows if test else self.data.num_windows,
+                                     test.num_crops if test else self.data.num_crops, "logits averaged")
+        out["protocol"] = protocol.build("finetune", listing.name, parts, [s.name for s in listing.splits], views,
+                                         "logits", "fine-tuned", checkpoint,
+                                         clip={k: vars(self.clip)[k] for k in protocol.CLIP_KEYS},
+                                         random_init=None if pretrained else "fine-tuned from scratch, pretrained=null")
+        out["protocol"]["initialised_from"] = pretrained
         return out
 
     def setup(self, stage: str | None = None) -> None:

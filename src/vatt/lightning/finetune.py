@@ -36,7 +36,7 @@ from .sums import log_epoch_sums
 
 log = logging.getLogger(__name__)
 
-OUTPUT_KEYS = ("logits", "labels", "valid")
+OUTPUT_KEYS = ("logits", "labels", "valid", "index")
 
 
 class VATTFinetuneModule(L.LightningModule):
@@ -71,6 +71,7 @@ class VATTFinetuneModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self._epoch_skipped: torch.Tensor | int = 0  # samples the loader skipped in this training epoch (this rank)
+        self.tested_index: list[int] | None = None  # indices of the test items scored by the last test
         if modality not in ("video", "audio"):
             raise ValueError(f"model.modality={modality!r}: fine-tune the video or the audio tower")
         geometry = {k: v for k, v in input_geometry(input).items() if k in ("num_frames", "image_size", "audio_samples")}
@@ -157,7 +158,9 @@ class VATTFinetuneModule(L.LightningModule):
         else:
             logits = self(x).float()
         labels = batch["label"].float() if self.multilabel else batch["label"].float()[:, None]
-        for key, value in (("logits", logits), ("labels", labels), ("valid", batch["valid"].float()[:, None])):
+        index = batch["index"].float()[:, None]  # exact below 2**24 items
+        for key, value in (("logits", logits), ("labels", labels), ("valid", batch["valid"].float()[:, None]),
+                           ("index", index)):
             self.outputs[stage][key].update(value)
         if stage == "val" and not self.multilabel:
             self.log("val/loss", F.cross_entropy(logits, batch["label"]), batch_size=x.shape[0], sync_dist=True)
@@ -173,6 +176,8 @@ class VATTFinetuneModule(L.LightningModule):
             m.reset()
         labels = out["labels"] if self.multilabel else out["labels"][:, 0]
         metrics = classification_metrics(out["logits"], labels, out["valid"][:, 0], self.multilabel)
+        if stage == "test":  # which test items were scored, for the protocol record of metrics.json
+            self.tested_index = sorted({int(i) for i in out["index"][out["valid"][:, 0].bool(), 0].tolist()})
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

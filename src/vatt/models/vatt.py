@@ -258,12 +258,16 @@ class VATT(nn.Module):
         return F.normalize(out, dim=-1) if normalize else out
 
     def encode_audio(self, audio: torch.Tensor, space: str | None = None, normalize: bool = False) -> torch.Tensor:
-        """``[B, S]`` mono waveform -> pooled feature ``[B, Ca]``, or ``space="va"`` ``[B, 512]``."""
+        """``[B, S]`` mono waveform -> pooled feature ``[B, Ca]``, ``space="va"`` ``[B, 512]``, or ``space="vt"``
+        ``[B, 256]``: the va embedding through the FAC head's va -> vt projection (trained on video only; an
+        extension for audio zero-shot classification, docs/deviations.md)."""
         out = self.audio(audio)
-        if space == "va":
+        if space in ("va", "vt"):
             out = self.heads.audio(out)
+            if space == "vt":
+                out = self.heads.va_to_vt(out)
         elif space is not None:
-            raise ValueError(f"encode_audio: space={space!r}; choose None or 'va' (audio lives in the video-audio space)")
+            raise ValueError(f"encode_audio: space={space!r}; choose None, 'va' or 'vt' (va -> vt projection)")
         return F.normalize(out, dim=-1) if normalize else out
 
     def encode_text(self, text: torch.Tensor, space: str | None = None, normalize: bool = False) -> torch.Tensor:

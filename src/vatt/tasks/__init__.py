@@ -1,4 +1,5 @@
-"""Downstream protocols on a pretrained VATT (plain PyTorch): feature extraction, linear probes, zero-shot retrieval.
+"""Downstream protocols on a pretrained VATT (plain PyTorch): features, linear probes, zero-shot classification and
+retrieval.
 
 The entry point is ``python -m vatt.eval`` (``make eval``); fine-tuning is a
 LightningModule (``vatt.lightning.finetune``) trained by ``vatt.train``. ``demo_probe``

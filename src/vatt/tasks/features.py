@@ -3,7 +3,8 @@
 ``extract`` runs the model (eval mode, no gradients, DropToken off) over a
 ``LabeledClipDataset`` and returns per-view features: the pooled ``[AGG]`` feature
 of the modality's Transformer (``features="agg"``, before the FAC heads: what the
-paper's linear probes use) or a common-space embedding (``"va"``, ``"vt"``).
+paper's linear probes use) or a common-space embedding (``"va"``, ``"vt"``; audio's
+``"vt"`` goes through the FAC head's va -> vt projection).
 ``cached`` stores them under a key of everything they depend on (weights,
 dataset, split, geometry, views, feature kind), so a second run of a probe only
 trains the classifier.
@@ -40,9 +41,7 @@ def encode(model: VATT, batch: dict[str, torch.Tensor], features: str) -> torch.
     lead = x.shape[:2] if has_views else x.shape[:1]
     flat = x.reshape(-1, *x.shape[len(lead):])
     if key == "audio":
-        if space == "vt":
-            raise ValueError("audio has no video-text embedding: use probe.features=agg or va")
-        out = model.encode_audio(flat, space=space)
+        out = model.encode_audio(flat, space=space)  # vt: through the va -> vt projection
     else:
         out = model.encode_video(flat, space=space)
     return out.reshape(*lead, out.shape[-1])
