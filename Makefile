@@ -17,7 +17,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 _SP := @vatt-space@
 _reverse = $(if $(1),$(call _reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
 _quote = '$(subst ','"'"',$(subst \\,\,$(subst $$$$,$$,$(subst $(_SP), ,$(1)))))'
-ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% PYTEST_WORKERS=% ckpt=% out=% run=% vocab=% classes=% list=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
+ARGS := $(foreach a,$(filter-out PYTHON=% TORCH_PINS=% VENV=% PYTEST_WORKERS=% ckpt=% out=% format=% run=% vocab=% classes=% list=%,$(call _reverse,$(subst \ ,$(_SP),$(MAKEOVERRIDES)))),$(call _quote,$(a)))
 
 .PHONY: help install test test-fast train sweep eval export convert report data-demo shards tensorboard flops bench bench-data clean
 
@@ -53,9 +53,9 @@ sweep: install ## the same as a Hydra multirun, e.g. make sweep experiment=demo 
 eval: install ## downstream evaluation, e.g. make eval task=linear_probe data=ucf101 data.root=DIR pretrained=PATH
 	$(PY) -m vatt.eval $(ARGS)
 
-export: install ## write a checkpoint's model for downstream use: make export ckpt=PATH out=PATH.safetensors
-	@test -n "$(ckpt)" -a -n "$(out)" || { echo "usage: make export ckpt=PATH out=PATH.safetensors"; exit 2; }
-	$(PY) -m vatt.export --ckpt "$(ckpt)" --out "$(out)"
+export: install ## a checkpoint's model for downstream use (out=PATH.safetensors) or serving (out=DIR format=onnx|torch)
+	@test -n "$(ckpt)" -a -n "$(out)" || { echo "usage: make export ckpt=PATH out=PATH.safetensors [or out=DIR format=onnx|torch]"; exit 2; }
+	$(PY) -m vatt.export --ckpt "$(ckpt)" --out "$(out)" $(if $(format),--format "$(format)")
 
 convert: install ## the authors' TF checkpoint in PyTorch: make convert ckpt=PREFIX out=FILE.safetensors|FOLDER [vocab=howto100m_en.txt] [list=1]
 	@test -n "$(ckpt)" -a \( -n "$(out)" -o -n "$(list)" \) || { echo "usage: make convert ckpt=PATH out=PATH [vocab=FILE] [classes=FILE] [list=1]"; exit 2; }

@@ -104,14 +104,23 @@ def ckpt_config(ckpt: Path) -> dict:
 
 
 def scalar_tags(run_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """The scalar tags a run logged, read as make report reads them (TensorBoard events, else csv/metrics.csv)."""
+    from vatt.report import scalars
 
-    tags = set()
-    for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
+    return set(scalars(run_dir))
+
+
+LOGGER_FILES = {"tensorboard": "tensorboard/events.out.tfevents.*", "csv": "csv/metrics.csv",
+                "wandb": "wandb/offline-run-*/run-*.wandb", "mlflow": "mlruns/*/*/metrics/train/loss"}
+
+
+def check_logger_files(cmd: str, run_dir: Path) -> None:
+    """``logger=<group>``: each of its loggers wrote its files into the run folder (W&B offline: no API key here)."""
+    group = overrides_of(cmd).get("logger")
+    if group is None:
+        return
+    for name in (LOGGER_FILES if group == "many" else [group]):
+        assert list(run_dir.glob(LOGGER_FILES[name])), f"logger={group}: no {LOGGER_FILES[name]} in {run_dir}"
 
 
 def check_run_folder(run_dir: Path, steps: int | None) -> None:
@@ -228,6 +237,7 @@ def check_train(cmd: str, root: Path) -> None:
         assert step_of(new / "checkpoints" / "last.ckpt") == STEPS and "train/loss" in scalar_tags(new)
         return
     check_run_folder(new, None if smoke else STEPS)
+    check_logger_files(cmd, new)
     config = (new / ".hydra" / "config.yaml").read_text()
     for key, value in overrides_of(cmd).items():
         if "." in key and value.startswith(("[", "{")):  # a list or dict, as Hydra parses it
@@ -375,8 +385,15 @@ def check_eval(cmd: str, root: Path) -> None:
 def check_export(cmd: str, root: Path) -> None:
     import vatt
 
-    run(placeholders(cmd, root), root)
+    proc = run(placeholders(cmd, root), root)
     out = root / cmd.split("out=")[1].split()[0]
+    if "format=" in cmd:  # the towers for serving, checked against the eager model by the command itself
+        meta = json.loads((out / "towers.json").read_text())
+        assert all((out / meta["towers"][name]["file"]).is_file() for name in ("video", "audio", "text"))
+        worst = proc.stdout.split("random inputs: ")[1].split(", ")
+        assert [w.split()[0] for w in worst] == ["video", "audio", "text"]
+        assert all(float(w.split()[1]) < 1e-4 for w in worst)
+        return
     model = vatt.load_pretrained(out)
     assert model.vocab is not None and len(model.vocab) == model.config.vocab_size
 

@@ -51,15 +51,38 @@ def job_folders(path: Path) -> list[Path]:
 
 
 def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag of a run's TensorBoard events: ``tag -> [(step, value), ...]`` in step order."""
+    """Every scalar tag of a run: ``tag -> [(step, value), ...]`` in step order.
+
+    From the run's TensorBoard events; a run logged without TensorBoard (``logger=csv``) from ``csv/metrics.csv``.
+    """
+    events = sorted(run.rglob("events.out.tfevents.*"))
+    if not events:
+        return csv_scalars(run)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted(run.rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    for file in events:
+        acc = EventAccumulator(str(file), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
             out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def csv_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of Lightning's CSV logs (``<run>/csv/metrics.csv``: a ``step`` column, one per metric, empty cells)."""
+    import csv
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for file in sorted((run / "csv").rglob("metrics.csv")) if (run / "csv").is_dir() else []:
+        with open(file, newline="") as f:
+            for row in csv.DictReader(f):
+                step = row.pop("step", None)
+                if not step:
+                    continue
+                for tag, value in row.items():
+                    if tag and value not in (None, ""):
+                        out.setdefault(tag, []).append((int(float(step)), float(value)))
     return {k: sorted(v) for k, v in out.items()}
 
 

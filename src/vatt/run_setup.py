@@ -2,8 +2,8 @@
 
 ``prepare_run`` does it in order: hardware check, value checks, the resumed
 checkpoint's settings (``ckpt_path=``), the per-device batch from the global one,
-SyncBatchNorm. ``choose_monitor`` and ``run_hparams`` read the config once the
-data is known. Every function changes the config in place and logs what it
+SyncBatchNorm, the loggers' settings (Weights & Biases online or offline, MLflow's file store).
+``choose_monitor`` and ``run_hparams`` read the config once the data is known. Every function changes the config in place and logs what it
 decided (rank 0); none imports Lightning.
 """
 
@@ -58,6 +58,7 @@ def prepare_run(cfg: DictConfig) -> dict[str, Any] | None:
         _info("%s", note)
     saved_vocab = restore_from_checkpoint(cfg) if cfg.get("ckpt_path") else None
     configure_sync_batchnorm(cfg, configure_batch(cfg))
+    configure_loggers(cfg)
     return saved_vocab
 
 
@@ -183,6 +184,44 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(value, (int, float, str, bool)) and not isinstance(value, DictConfig):
             out[key] = value
     return out
+
+
+def configure_loggers(cfg: DictConfig) -> None:
+    """What the ``logger`` group leaves to the environment: wandb online or offline, MLflow's local file store."""
+    loggers = cfg.get("logger") or {}
+    configure_wandb(loggers.get("wandb"))
+    mlflow = loggers.get("mlflow")
+    if mlflow and str(mlflow.get("tracking_uri") or "").startswith("file:"):
+        # MLflow 3 keeps the file store ("maintenance mode") but refuses it unless asked; a database backend
+        # (sqlite:///...) needs SQLAlchemy, which this install does not have
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        _info("mlflow: local file store %s (browse it: mlflow ui --backend-store-uri %s)", mlflow.tracking_uri,
+              mlflow.tracking_uri)
+    if mlflow:  # Lightning's warning per metric is silenced (vatt.lightning.noise); one line says it instead
+        _info("mlflow: metric names lose their '@' (MLflow allows no '@'): val/t2v_R@10 is val/t2v_R10 there")
+
+
+def configure_wandb(wandb: DictConfig | None) -> None:
+    """``logger.wandb.offline: null`` (``logger=wandb``/``many``): online only with an API key, else offline (in place).
+
+    Online needs ``WANDB_API_KEY`` (or ``WANDB_MODE=online``, e.g. after ``wandb login``); without it the run is
+    logged offline into ``<run>/wandb/offline-run-*`` (``wandb sync`` uploads it later), and ``WANDB_MODE=offline``
+    and ``WANDB_SILENT=true`` keep wandb from asking for a login or reaching the network.
+    """
+    if not wandb or "_target_" not in wandb:
+        return
+    chosen = wandb.get("offline") is not None
+    if not chosen:
+        with open_dict(wandb):
+            wandb.offline = not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online")
+    if wandb.offline:
+        os.environ["WANDB_MODE"] = "offline"
+        os.environ.setdefault("WANDB_SILENT", "true")
+        _info("wandb: offline (%s), into %s/wandb/offline-run-*; upload it later with `wandb sync <that folder>`",
+              "logger.wandb.offline=true" if chosen else "no WANDB_API_KEY",
+              wandb.get("save_dir", "."))
+    else:
+        _info("wandb: online, project %s (WANDB_API_KEY or WANDB_MODE=online is set)", wandb.get("project"))
 
 
 def devices_in_use(trainer: DictConfig) -> int:

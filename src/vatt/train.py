@@ -71,11 +71,24 @@ def build_trainer(cfg: DictConfig, module: L.LightningModule, vocab: dict | None
         RandomState(),
         HParamsSummary(run_hparams(cfg), metrics, monitor, best.get("mode", "max")),
     ]
+    finish_loggers()
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return trainer
+
+
+def finish_loggers(trainer: L.Trainer | None = None) -> None:
+    """End this process's Weights & Biases run, if one is open (its summary written).
+
+    ``wandb`` keeps one run per process, and a ``WandbLogger`` made while one is open logs into it: the jobs of a
+    ``--multirun`` sweep, or runs in one test process, would all land in the first job's run. Called before the
+    loggers are made and after a run (a run that fails is finished by wandb's own exit hook).
+    """
+    wandb = sys.modules.get("wandb")  # imported only by a WandbLogger
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if trainer is not None and trainer.interrupted else 0)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -114,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             write_run_metrics(datamodule.test_record(metrics, getattr(module, "tested_index", None),
                                                      str(last) if last.is_file() else None, cfg.get("pretrained")),
                               Path(cfg.paths.output_dir))
+    finish_loggers(trainer)
     if rank_zero_only.rank == 0:
         shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/", "train/loss"))}
         log.info("final metrics: %s", shown)

@@ -23,6 +23,9 @@ def silence_known_noise() -> None:
     """Install the filters (idempotent)."""
     # Lightning 2.6's CombinedLoader builds a LeafSpec, which PyTorch 2.14 deprecates (Lightning's code, not ours)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # logger=mlflow: Lightning warns once per metric that MLflow drops '@' from its name (val/t2v_R@10 -> val/t2v_R10);
+    # vatt.run_setup.configure_loggers says it once
+    warnings.filterwarnings("ignore", message=r"MLFlow only allows '_', '/', '\.' and ' ' special characters")
     # Lightning's caution for any IterableDataset with a length; litdata's datasets split their data over workers
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     # Lightning's advertisement for its cloud logger, printed by every Trainer

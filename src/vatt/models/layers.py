@@ -121,10 +121,14 @@ class Attention(nn.Module):
     ``scale=1.0`` because T5 folds the scaling into its initialisation. Training on
     CPU with attention dropout (no fused kernel supports it there) goes through
     ``chunked_dropout_attention`` unless ``chunked_dropout=False``; GPUs keep
-    SDPA's fused kernels, which apply the dropout inside.
+    SDPA's fused kernels, which apply the dropout inside. ``explicit = True`` (set by
+    ``vatt.serving`` while it exports) spells inference attention out as
+    softmax(q·kᵀ·scale + bias)·v: the ONNX exporter's decomposition of a masked SDPA
+    gives a tensor layout its following reshape cannot view.
     """
 
     chunked_dropout = True
+    explicit = False
 
     def __init__(
         self,
@@ -153,6 +157,9 @@ class Attention(nn.Module):
         drop = self.attn_drop if self.training else 0.0
         if drop > 0 and attn_bias is None and x.device.type == "cpu" and self.chunked_dropout:
             x = chunked_dropout_attention(q, k, v, drop, self.scale)
+        elif self.explicit and drop == 0:
+            scores = (q @ k.transpose(-2, -1)) * (self.head_dim**-0.5 if self.scale is None else self.scale)
+            x = torch.softmax(scores if attn_bias is None else scores + attn_bias.to(q.dtype), dim=-1) @ v
         else:
             if attn_bias is not None:
                 # SDPA wants the additive mask in the query dtype (bf16 under autocast).

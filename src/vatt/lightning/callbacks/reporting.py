@@ -5,7 +5,10 @@
 - ``LoggingInterval``: ``trainer.log_every_n_steps`` capped at the length of an
   epoch (and of the run), so every run logs training curves;
 - ``HParamsSummary``: one HParams session per TensorBoard logger, and the best value
-  so far of the monitored metric (``<monitor>_best``).
+  so far of the monitored metric (``<monitor>_best``, into every logger).
+
+``tensorboards(trainer)`` finds the TensorBoard loggers of a run; ``without_tensorboard``
+says once that a TensorBoard-only feature needs ``logger=tensorboard`` when there is none.
 """
 
 from __future__ import annotations
@@ -19,6 +22,27 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger("vatt.train")
+
+
+def tensorboards(trainer: L.Trainer) -> list[Any]:
+    """The run's TensorBoard loggers (one of several loggers, e.g. ``logger=many``, or the only one)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def without_tensorboard(trainer: L.Trainer, feature: str, logger: logging.Logger = log) -> bool:
+    """True when the run has no TensorBoard logger; then one line (rank 0) names ``feature`` as skipped.
+
+    Call it once per run. A fast dev run, which logs nothing by design, is not told.
+    """
+    if tensorboards(trainer):
+        return False
+    if trainer.is_global_zero and not trainer.fast_dev_run:
+        names = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "none"
+        logger.info("%s: TensorBoard only, skipped; it needs logger=tensorboard (or logger=many, or a list such as "
+                    "logger=[tensorboard,csv]); this run's loggers: %s", feature, names)
+    return True
 
 
 class ModelSummary(Callback):
@@ -73,11 +97,12 @@ class LoggingInterval(Callback):
 class HParamsSummary(Callback):
     """TensorBoard's HParams view with metric columns, and the best-so-far value of the monitored metric.
 
-    At the start of fitting each TensorBoard logger gets one HParams session: the
+    At the start of fitting each TensorBoard logger gets one HParams session (without one,
+    a line says so; every logger gets the whole config from ``vatt.train``): the
     run's chosen settings (``hparams``: flat ``key -> number | str | bool``) and the
     metric tags the view shows as columns (``metrics``: the last value of each tag in
     the run). After every validation ``<monitor>_best`` (e.g. ``val/t2v_R@10_best``)
-    is logged: the best value so far (``mode`` max or min), kept in checkpoints. No
+    is logged into every logger: the best value so far (``mode`` max or min), kept in checkpoints. No
     scalar is written at step 0, so curves start where training does.
     """
 
@@ -90,17 +115,13 @@ class HParamsSummary(Callback):
         self.metrics = list(dict.fromkeys([*metrics, *([f"{monitor}_best"] if monitor else [])]))
         self.best: float | None = None
 
-    def _tensorboards(self, trainer: L.Trainer) -> list[Any]:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if without_tensorboard(trainer, "HParams view with metric columns (the other loggers get the run's config "
+                                        "as hyper-parameters)") or not trainer.is_global_zero:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        for lg in self._tensorboards(trainer):
+        for lg in tensorboards(trainer):
             exp, ssi, sei = hparams(self.hparams, {m: 0.0 for m in self.metrics})
             writer = lg.experiment._get_file_writer()
             for summary in (exp, ssi, sei):

@@ -3,7 +3,8 @@
 - ``DemoProbe``: a linear probe of the demo labels on the validation clips, logged as
   ``probe/*`` (the evaluation itself is ``vatt.tasks.demo_probe``);
 - ``EmbeddingViews``: the validation clips' embeddings in TensorBoard's projector, a
-  2-D map of them and text -> video retrieval examples.
+  2-D map of them and text -> video retrieval examples (TensorBoard only: without a
+  TensorBoard logger one line says so and nothing is computed).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
+from vatt.lightning.callbacks.reporting import tensorboards, without_tensorboard
 from vatt.lightning.pretrain import VAL_EMBEDDINGS, VAL_KEYS, unique_clips
 
 # the probe's lines go with the pretraining module's (its validation metrics)
@@ -88,7 +90,9 @@ class DemoProbe(Callback):
 class EmbeddingViews(Callback):
     """Pictures of what was learned, at the end of every ``every_n_validations``-th validation (pretraining).
 
-    Into each TensorBoard logger:
+    Into each TensorBoard logger (with several loggers, the TensorBoard ones; without
+    any, one line at the start says the views need ``logger=tensorboard`` and they are
+    skipped):
 
     - the **embedding projector**: every embedding the module collects of the
       validation clips (``vatt.lightning.pretrain.VAL_EMBEDDINGS``: video and audio in
@@ -115,9 +119,15 @@ class EmbeddingViews(Callback):
         self._count = 0
         self._thumbs: dict[int, torch.Tensor] = {}
         self._due = False
+        self._no_board: bool | None = None  # decided once, at the first set-up with a pretraining module
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._no_board is None and self._usable(pl_module):
+            self._no_board = without_tensorboard(
+                trainer, "embedding views (projector embeddings, embedding map and retrieval example images)")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._due = (not trainer.sanity_checking and self._usable(pl_module)
+        self._due = (not trainer.sanity_checking and self._usable(pl_module) and not self._no_board
                      and self._count % self.every_n == self.every_n - 1)
         self._thumbs = {}
 
@@ -145,11 +155,7 @@ class EmbeddingViews(Callback):
         out = unique_clips(gathered, self.max_points)
         meta, header = self._metadata(trainer, out["index"].long().tolist())
         step = trainer.global_step
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        for lg in trainer.loggers:
-            if not isinstance(lg, TensorBoardLogger):
-                continue
+        for lg in tensorboards(trainer):
             writer = lg.experiment
             self._project(writer, out, meta, header, step)
             writer.add_figure("val/embedding_map", self._map(out["video_va"].float(), meta, header), step)
