@@ -242,6 +242,41 @@ def read_dataset(out: Path) -> dict[str, dict]:
     return samples
 
 
+def eval_cfg(tmp_path: Path, overrides: list[str]):
+    """``configs/eval/eval.yaml`` composed with ``overrides`` (no loader workers, no logger), under ``tmp_path``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vatt.eval import CONFIG_DIR, CONFIG_ROOT
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        return compose("eval", overrides=[f"hydra.searchpath=[file://{CONFIG_ROOT}]", f"paths.root_dir={tmp_path}",
+                                          "num_workers=0", "logger=none", *overrides])
+
+
+def hparams_session(run: Path) -> tuple[dict, list[str]]:
+    """The HParams session of a run's events: (hyper-parameters, metric tags)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    sessions = []
+    for events in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if "hparams" in acc.PluginAssets("hparams") or acc.summary_metadata:
+            content = {t: acc.SummaryMetadata(t).plugin_data.content for t in acc.summary_metadata
+                       if acc.SummaryMetadata(t).plugin_data.plugin_name == "hparams"}
+            if content:
+                sessions.append(content)
+    assert len(sessions) == 1, "one HParams session per run"
+    (content,) = sessions
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    return values, [m.name.tag for m in experiment.metric_infos]
+
+
 def make_cfg(tmp_path: Path, overrides: list[str]):
     """``configs/train.yaml`` composed with ``overrides``, writing under ``tmp_path`` (``tmp_path/run`` is the run)."""
     from hydra import compose, initialize_config_dir

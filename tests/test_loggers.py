@@ -147,7 +147,8 @@ def test_mlflow_logs_metrics_and_params_into_a_local_file_store(tmp_path, demo_r
 
 def test_many_loggers_get_the_same_metric_names(tmp_path, demo_root):
     from vatt.report import csv_scalars, scalars
-    from test_report import _hparams
+    from conftest import hparams_session
+
 
     run, lines = train_with(tmp_path, demo_root, "many")
     board, table = scalars(run), csv_scalars(run)  # the TensorBoard events, csv/metrics.csv
@@ -155,7 +156,7 @@ def test_many_loggers_get_the_same_metric_names(tmp_path, demo_root):
     for tag in ("train/loss", "val/t2v_R@10"):
         assert [s for s, _ in board[tag]] == [s for s, _ in table[tag]]
         assert [v for _, v in board[tag]] == pytest.approx([v for _, v in table[tag]])
-    _, metric_columns = _hparams(run)  # the HParams session goes to the TensorBoard logger
+    _, metric_columns = hparams_session(run)  # the HParams session goes to the TensorBoard logger
     assert "val/t2v_R@10_best" in metric_columns
     record = wandb_record(run)
     assert all(tag.encode() in record for tag in board if not tag.startswith("epoch"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_audioset, make_ucf101
+from conftest import eval_cfg, make_audioset, make_ucf101
 from vatt import protocol
 from vatt.protocol import Part
 
@@ -98,8 +98,6 @@ def test_a_probe_is_judged_on_its_classifier_and_on_every_split(tmp_path):
 
 
 def run_eval(tmp_path: Path, overrides: list[str]) -> dict:
-    from test_zero_shot import eval_cfg
-
     from vatt.eval import evaluate
 
     run = tmp_path / "runs" / f"{len(list((tmp_path / 'runs').glob('*'))) if (tmp_path / 'runs').exists() else 0}"

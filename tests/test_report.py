@@ -10,29 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import hparams_session
 from vatt.report import job_folders, markdown, report
-
-
-def _hparams(run: Path) -> tuple[dict, list[str]]:
-    """The HParams session of a run's events: (hyper-parameters, metric tags)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    sessions = []
-    for events in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        if "hparams" in acc.PluginAssets("hparams") or acc.summary_metadata:
-            content = {t: acc.SummaryMetadata(t).plugin_data.content for t in acc.summary_metadata
-                       if acc.SummaryMetadata(t).plugin_data.plugin_name == "hparams"}
-            if content:
-                sessions.append(content)
-    assert len(sessions) == 1, "one HParams session per run"
-    (content,) = sessions
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
-    return values, [m.name.tag for m in experiment.metric_infos]
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -61,7 +40,7 @@ def test_every_run_logs_its_settings_with_metric_columns_for_the_hparams_view(sw
     assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1"]
     rates = []
     for job in jobs:
-        values, metrics = _hparams(job)
+        values, metrics = hparams_session(job)
         rates.append(values["model.droptoken"])
         assert values["model"] == "vatt_tiny" and values["model.name"] == "tiny" and values["experiment"] == "demo"
         assert values["data.batch_size"] == 4 and values["model.loss.mil_nce_weight"] == 1.0

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_ucf101
+from conftest import eval_cfg, make_ucf101
 from vatt.data.tokenizer import WordTokenizer
 from vatt.tasks import zero_shot as zs
 
@@ -131,18 +131,6 @@ class Agreeing(torch.nn.Module):
         for i, row in enumerate(ids.reshape(-1, ids.shape[-1]).tolist()):
             out.view(-1, 4)[i, next(self.ids[t] for t in row if t in self.ids)] = 1.0
         return out
-
-
-def eval_cfg(tmp_path: Path, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from vatt.eval import CONFIG_DIR, CONFIG_ROOT
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        return compose("eval", overrides=[f"hydra.searchpath=[file://{CONFIG_ROOT}]", f"paths.root_dir={tmp_path}",
-                                          "num_workers=0", "logger=none", *overrides])
 
 
 @pytest.mark.parametrize("mapping, top1", [
