@@ -57,9 +57,9 @@ export: install ## a checkpoint's model for downstream use (out=PATH.safetensors
 	@test -n "$(ckpt)" -a -n "$(out)" || { echo "usage: make export ckpt=PATH out=PATH.safetensors [or out=DIR format=onnx|torch]"; exit 2; }
 	$(PY) -m vatt.export --ckpt "$(ckpt)" --out "$(out)" $(if $(format),--format "$(format)")
 
-convert: install ## the authors' TF checkpoint in PyTorch: make convert ckpt=PREFIX out=FILE.safetensors|FOLDER [vocab=howto100m_en.txt] [list=1]
-	@test -n "$(ckpt)" -a \( -n "$(out)" -o -n "$(list)" \) || { echo "usage: make convert ckpt=PATH out=PATH [vocab=FILE] [classes=FILE] [list=1]"; exit 2; }
-	$(PY) -m vatt.convert --ckpt "$(ckpt)" $(if $(out),--out "$(out)") $(if $(vocab),--vocab "$(vocab)") $(if $(classes),--classes "$(classes)") $(if $(list),--list)
+convert: install ## the authors' TF checkpoint in PyTorch: make convert ckpt=PREFIX out=FILE.safetensors|FOLDER [vocab=howto100m_en.txt] [list=1] [check=outputs.npz]
+	@test -n "$(ckpt)" -a \( -n "$(out)" -o -n "$(list)" \) || { echo "usage: make convert ckpt=PATH out=PATH [vocab=FILE] [classes=FILE] [list=1] [check=FILE.npz [tol=1e-4]]"; exit 2; }
+	$(PY) -m vatt.convert --ckpt "$(ckpt)" $(if $(out),--out "$(out)") $(if $(vocab),--vocab "$(vocab)") $(if $(classes),--classes "$(classes)") $(if $(list),--list) $(if $(check),--check "$(check)") $(if $(tol),--tol "$(tol)")
 
 data-demo: install ## generate the built-in demo dataset into data/demo/ (skipped when it is there)
 	$(PY) -m vatt.data.demo --out data/demo

@@ -24,6 +24,8 @@ import torch
 import vatt
 from conftest import REPO, subprocess_env
 from vatt.convert import ConversionError, convert, open_bundle, plan_conversion, write_bundle
+from vatt.convert.__main__ import main as convert_main
+from vatt.convert.check import CheckError, max_differences, read_reference
 from vatt.convert.tf_vatt import SUFFIX, fill
 
 FIXTURES = REPO / "tests" / "fixtures" / "tf_vatt"
@@ -33,19 +35,8 @@ OUTPUTS = ("video", "audio", "text", "video_va", "video_vt", "audio_va", "text_v
 TOL = 5e-5
 
 
-def _inputs(kind: str) -> tuple[dict[str, torch.Tensor], np.lib.npyio.NpzFile]:
-    d = np.load(FIXTURES / kind / "outputs.npz")
-    inputs = {"video": torch.from_numpy(d["input_video"]).permute(0, 4, 1, 2, 3)}  # channels-last -> [B, 3, T, H, W]
-    if "input_audio" in d:
-        inputs.update(audio=torch.from_numpy(d["input_audio"])[..., 0], text=torch.from_numpy(d["input_text"]))
-    return inputs, d
-
-
 def _max_errors(model: torch.nn.Module, kind: str) -> dict[str, float]:
-    inputs, expected = _inputs(kind)
-    with torch.no_grad():
-        out = model(**inputs) if kind != "classifier" else {"logits": model(inputs["video"])}
-    return {k: float((out[k] - torch.from_numpy(expected[k])).abs().max()) for k in out if k in expected}
+    return max_differences(model, FIXTURES / kind / "outputs.npz")
 
 
 @pytest.mark.parametrize("kind", ["ms", "ma"])
@@ -165,10 +156,11 @@ def test_make_convert_lists_converts_and_reports_errors_in_one_line(tmp_path):
     vocab = tmp_path / "howto100m_en.txt"  # the authors' format: "<id> <word>" per line, <pad> = 0
     vocab.write_text("".join(f"{i} {w}\n" for i, w in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *"abcdefghijklmnop"])))
     made = subprocess.run(["make", "-s", "convert", f"ckpt={FIXTURES / 'ms'}", f"out={tmp_path / 'vatt_ms'}",
-                           f"vocab={vocab}"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
+                           f"vocab={vocab}", f"check={FIXTURES / 'ms' / 'outputs.npz'}"], cwd=REPO,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
     assert "pretrained VATT: 92 tensors ->" in made.stderr and "peak memory" in made.stderr
+    assert "check: every output within 0.0001" in made.stderr and "  text_vt   max |difference| " in made.stderr
     model = vatt.load_pretrained(tmp_path / "vatt_ms")
     assert model.vocab[:4] == ["[PAD]", "<bos>", "<eos>", "[UNK]"] and len(model.vocab) == 20
     assert model.punctuation == "remove"
@@ -272,3 +264,84 @@ def test_a_checkpoint_in_the_release_layout_converts_back_to_the_same_model(tmp_
     qkv = model.video.transformer.blocks[0].attn.qkv.weight.detach().numpy()
     kernels = [tensors[f"{q}/layers/0/mha/{p}/kernel{SUFFIX}"] for p in "qkv"]
     assert np.array_equal(qkv, np.concatenate([k.T for k in kernels]))
+
+
+# --------------------------------------------------------------------------- --check: a converted model against TF's outputs
+
+
+def _reference(tmp_path: Path, kind: str = "ms", **edits) -> Path:
+    """The fixture's outputs.npz with arrays replaced (None: removed)."""
+    with np.load(FIXTURES / kind / "outputs.npz") as d:
+        arrays = {k: d[k] for k in d.files}
+    for k, v in edits.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    path = tmp_path / f"{kind}_edited.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_check_prints_each_outputs_difference_and_passes_the_fixture(tmp_path, capsys):
+    convert_main(["--ckpt", str(FIXTURES / "ms"), "--out", str(tmp_path / "m"), "--check",
+                  str(FIXTURES / "ms" / "outputs.npz")])
+    err = capsys.readouterr().err
+    assert "check: every output within 0.0001" in err
+    lines = [ln.split() for ln in err.splitlines() if "max |difference|" in ln]
+    assert [ln[0] for ln in lines] == list(OUTPUTS)  # every output of the reference, in its order
+    assert all(float(ln[3]) < TOL for ln in lines)
+
+
+def test_check_fails_with_status_1_naming_the_output_that_differs(tmp_path, capsys):
+    with np.load(FIXTURES / "ms" / "outputs.npz") as d:
+        text = d["text"].copy()
+    text[1, 3] += 2e-3  # one value of one output off by 2e-3
+    ref = _reference(tmp_path, text=text)
+    with pytest.raises(SystemExit) as stop:
+        convert_main(["--ckpt", str(FIXTURES / "ms"), "--out", str(tmp_path / "m"), "--check", str(ref)])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "check: 1 of 7 outputs differ by more than 0.0001" in err
+    (line,) = [ln for ln in err.splitlines() if ln.split()[:1] == ["text"]]
+    assert float(line.split()[3]) == pytest.approx(2e-3, rel=0.05) and line.endswith("> 0.0001")
+    # a looser tolerance accepts it
+    convert_main(["--ckpt", str(FIXTURES / "ms"), "--out", str(tmp_path / "m2"), "--check", str(ref), "--tol", "0.01"])
+    assert "check: every output within 0.01" in capsys.readouterr().err
+
+
+def test_check_of_a_classifier_compares_its_logits(tmp_path):
+    model = vatt.load_classifier(convert(FIXTURES / "classifier", tmp_path / "k5")["out"])
+    errors = max_differences(model, FIXTURES / "classifier" / "outputs.npz")
+    assert list(errors) == ["logits"] and errors["logits"] < TOL
+    with pytest.raises(CheckError, match=r"\['audio', .*'video_vt'\] are not outputs of a video classifier"):
+        max_differences(model, FIXTURES / "ms" / "outputs.npz")
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"extra": np.zeros(2)}, r"unknown keys \['extra'\]; inputs are"),
+    ({"input_video": np.zeros((2, 4, 16, 16), np.float32)}, r"input_video has shape \[2, 4, 16, 16\]; expected"),
+    ({"input_audio": np.zeros((2, 1280, 2), np.float32)}, r"input_audio has shape \[2, 1280, 2\]; expected"),
+    ({"input_text": np.zeros((2, 16), np.float32)}, "input_text is float32; expected integer word ids"),
+    ({k: None for k in OUTPUTS}, "no outputs to compare"),
+])
+def test_a_reference_that_cannot_be_compared_is_named_before_converting(tmp_path, edit, message, capsys):
+    ref = _reference(tmp_path, **edit)
+    with pytest.raises(CheckError, match=message):
+        read_reference(ref)
+    with pytest.raises(SystemExit):  # the command refuses it before it converts anything
+        convert_main(["--ckpt", str(FIXTURES / "ms"), "--out", str(tmp_path / "never"), "--check", str(ref)])
+    assert not (tmp_path / "never").exists() and f"check={ref}" in capsys.readouterr().err
+
+
+def test_a_missing_input_a_wrong_shape_or_a_non_npz_file_is_named(tmp_path):
+    model = vatt.load_pretrained(convert(FIXTURES / "ms", tmp_path / "m")["out"])
+    with pytest.raises(CheckError, match=r"no \['input_text'\]; the model needs them"):
+        max_differences(model, _reference(tmp_path, input_text=None))
+    with pytest.raises(CheckError, match=r"video_va has shape \[2, 8\], the converted model gives \[2, 32\]"):
+        max_differences(model, _reference(tmp_path, video_va=np.zeros((2, 8), np.float32)))
+    (tmp_path / "notes.npz").write_text("not an archive")
+    with pytest.raises(CheckError, match="notes.npz: not a readable .npz file"):
+        read_reference(tmp_path / "notes.npz")
+    with pytest.raises(CheckError, match="nothing.npz: no such file"):
+        read_reference(tmp_path / "nothing.npz")
