@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -112,6 +113,33 @@ def start_ranks(fn, args: tuple, nprocs: int, timeout: float = 300.0) -> None:
             for p in ctx.processes:
                 p.kill()
             pytest.fail(f"{nprocs} ranks of {fn.__name__} did not finish within {timeout:.0f} s (killed)")
+
+
+def _shard_record(row: dict) -> dict:
+    media = b"garbage" * 50 if row.get("corrupt") else Path(row["file"]).read_bytes()
+    meta = {"captions": row["captions"], "labels": row.get("labels", {}), "duration": row.get("duration"), "source": "test"}
+    return {"id": row["id"], "media": media, "meta": json.dumps(meta)}
+
+
+def write_shards(manifest: Path, out: Path, corrupt: tuple[str, ...] = (), clips: int | None = None,
+                 chunk_bytes: str = "150KB") -> list[str]:
+    """Shards of a manifest's clips written by litdata directly (``corrupt``: ids stored as garbage).
+
+    ``clips``: that many samples, the manifest's rows repeated under new ids (``<video>#<k>``).
+    """
+    from litdata import optimize
+
+    items = [json.loads(line) for line in manifest.read_text().splitlines()]
+    n = len(items) if clips is None else clips
+    rows = []
+    for k in range(n):
+        item = items[k % len(items)]
+        sid = item["video"] if clips is None else f"{item['video']}#{k}"
+        rows.append({**item, "id": sid, "file": str(manifest.parent / item["video"]), "corrupt": sid in corrupt})
+    # litdata sets the process's multiprocessing start method (spawn unless told): keep Linux's fork
+    optimize(fn=_shard_record, inputs=rows, output_dir=str(out), chunk_bytes=chunk_bytes, num_workers=1, verbose=False,
+             start_method="fork")
+    return [r["id"] for r in rows]
 
 
 @pytest.fixture(autouse=True)

@@ -8,32 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from litdata import StreamingDataLoader, optimize
+from litdata import StreamingDataLoader
 
-from conftest import BatchRecorder, assert_same_training_state, fit_with, start_ranks
+from conftest import BatchRecorder, assert_same_training_state, fit_with, start_ranks, write_shards
 from vatt.data.clip import Augment, ClipConfig, collate_clips, finish_batch
 from vatt.data.manifest import load_manifest
 from vatt.data.shards import ClipShardDataset, ShardsDataModule
 from vatt.data.tokenizer import WordTokenizer
 
 TINY = ClipConfig(num_frames=8, fps=10, image_size=64, sample_rate=16000)
-
-
-def _record(row: dict) -> dict:
-    media = b"garbage" * 50 if row.get("corrupt") else Path(row["file"]).read_bytes()
-    meta = {"captions": row["captions"], "labels": row.get("labels", {}), "duration": row.get("duration"), "source": "test"}
-    return {"id": row["id"], "media": media, "meta": json.dumps(meta)}
-
-
-def write_shards(manifest: Path, out: Path, corrupt: tuple[str, ...] = ()) -> list[str]:
-    rows = []
-    for line in manifest.read_text().splitlines():
-        item = json.loads(line)
-        rows.append({**item, "id": item["video"], "file": str(manifest.parent / item["video"]), "corrupt": item["video"] in corrupt})
-    # litdata sets the process's multiprocessing start method (spawn unless told): keep Linux's fork
-    optimize(fn=_record, inputs=rows, output_dir=str(out), chunk_bytes="150KB", num_workers=1, verbose=False,
-             start_method="fork")
-    return [r["id"] for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +225,53 @@ def test_weighted_mix_says_how_much_of_each_source_an_epoch_reads(shards, tmp_pa
     sources = [i >> 32 for i in ids]
     assert len(ids) == len(set(ids)) == 16 and sources.count(0) == sources.count(1) == 8  # as announced
     assert all(sources[k:k + 2].count(0) == 1 for k in range(0, 16, 2))  # interleaved by weight, not by chance
+
+
+def test_a_weighted_mix_reshuffles_every_source_each_epoch_and_resumes_in_one_exactly(shards, tmp_path):
+    """8 of the big source's 16 clips per epoch: the next epoch draws others, also in a persistent worker."""
+    root, _ = shards
+    loader = _mixed(root, tmp_path / "full", "weighted").train_dataloader()
+    epochs = [[b["index"].tolist() for b in loader] for _ in range(2)]
+    big = [{i for b in e for i in b if i >> 32 == 0} for e in epochs]
+    assert len(big[0]) == len(big[1]) == 8 and big[0] != big[1]  # not the same 8 clips again
+
+    stopped = _mixed(root, tmp_path / "stop", "weighted").train_dataloader()
+    assert [b["index"].tolist() for b in stopped] == epochs[0]
+    batches = iter(stopped)
+    first = next(batches)["index"].tolist()
+    state = stopped.state_dict()
+    del batches
+    resumed = _mixed(root, tmp_path / "resume", "weighted").train_dataloader()
+    resumed.load_state_dict(state)
+    assert [first, *(b["index"].tolist() for b in resumed)] == epochs[1]
+
+
+def test_the_epoch_plan_on_several_devices_is_litdatas_split(shards, tmp_path):
+    """Whole batches per rank: 4 devices x 1 worker over the 16- and 8-clip sources (hand-counted below)."""
+    root, _ = shards
+    # batch 2: the 16-clip source gives each rank 2 batches (4 clips), the 8-clip one 1 batch (2 clips); the mix
+    # takes 0,1,0,1,0 and ends at the 6th clip (a 3rd of the small source); 4 kept = 2 steps, 2 + 2 clips per rank
+    assert _mixed(root, tmp_path, "weighted", batch_size=2).plan(4) == ([16, 8], [8, 8], 2)
+    assert _mixed(root, tmp_path, "all", batch_size=2).plan(4) == ([16, 8], [16, 8], 3)
+    # one source, batch 3: 5 whole batches, 1 per rank; 12 of 16 clips an epoch
+    one = ShardsDataModule(sources=[{"path": str(root / "train"), "weight": 1.0}], clip=TINY, batch_size=3,
+                           num_workers=1, cache_dir=str(tmp_path / "cache"))
+    assert one.plan(4) == ([16], [12], 1) and one.plan(1) == ([16], [15], 5)
+
+
+def test_a_validation_set_too_small_for_a_batch_per_device_gets_smaller_batches(shards, tmp_path, caplog):
+    from types import SimpleNamespace
+
+    root, _ = shards
+    dm = ShardsDataModule(sources=[{"path": str(root / "train"), "weight": 1.0}], val_sources=[{"path": str(root / "val")}],
+                          clip=TINY, batch_size=4, val_batch_size=128, num_workers=1, cache_dir=str(tmp_path / "cache"))
+    dm.prepare_data()
+    assert dm.val_dataloader().batch_size == 128  # one device: the whole set (8 clips) is one batch anyway
+    dm.trainer = SimpleNamespace(world_size=4, num_nodes=1, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    with caplog.at_level("INFO", logger="vatt.data.shards"):
+        assert dm.val_dataloader().batch_size == 2
+    assert "validation data: 8 clips over 4 device(s), validated in batches of 2 instead of data.val_batch_size=128" \
+        in caplog.text
 
 
 def test_a_weighted_mix_follows_its_weights_exactly_and_says_when_it_ends():

@@ -21,6 +21,7 @@ import torch
 import torch.utils.data
 from litdata import StreamingDataLoader as _LitdataStreamingDataLoader
 
+from vatt.errors import UserError
 from vatt.interrupts import children_ignore_stop_signals, obey_parent_only
 
 
@@ -96,6 +97,27 @@ class StreamingDataLoader(_QuietWorkers, _LitdataStreamingDataLoader):
         super().__init__(*args, drop_last=drop_last, **kwargs)
         if drop_last:
             object.__setattr__(self, "drop_last", True)  # torch's DataLoader refuses to change it after __init__
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """The position of a checkpoint; a mix of sources resumed on another layout is a message, not litdata's error."""
+        try:
+            super().load_state_dict(obj)
+        except ValueError as err:
+            if "support resume only when world_size, num_workers, and batch_size match" not in str(err):
+                raise
+            raise UserError(_mix_resume_message(obj, self.num_workers, self.batch_size)) from err
+
+
+def _mix_resume_message(obj: dict[str, Any], num_workers: int, batch_size: int) -> str:
+    from litdata.utilities.env import _DistributedEnv
+
+    saved = next((c for c in (obj.get("dataset") or {}).values() if isinstance(c, dict) and "world_size" in c), {})
+    then = (saved.get("world_size", "?"), saved.get("num_workers", "?"), saved.get("batch_size", "?"))
+    now = (_DistributedEnv.detect().world_size, max(1, num_workers), batch_size)
+    return ("ckpt_path: the checkpoint's data position is in a mix of several sources (data.sources), which "
+            "litdata resumes only on the layout it was saved on: {} device(s) x {} loader worker(s) x "
+            "data.batch_size={} (this run: {} x {} x {}). Resume with the checkpoint's trainer.devices "
+            "(x trainer.num_nodes), data.num_workers and data.batch_size".format(*then, *now))
 
 
 def usable_cores() -> int:

@@ -33,6 +33,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from litdata import CombinedStreamingDataset, StreamingDataset
 from litdata.streaming.sampler import ChunkedIndex
+from litdata.utilities.env import _DistributedEnv
 
 from vatt.errors import UserError
 
@@ -151,32 +152,73 @@ class WeightedMix(CombinedStreamingDataset):
     clips taken from it so far; ties: the first source): after t clips every source
     has given w_i·t of them, ±1. The rule depends only on the counts, which litdata
     keeps in its loader state, so a resumed run continues the same sequence.
+
+    The source that runs out ends the epoch of every source: litdata advances a
+    source's epoch (its shuffle) only when that source runs out, so in a persistent
+    loader worker the others would restart the next epoch in the order they had, and
+    read the same clips every epoch, while the loader's state (which a resumed run
+    starts from) holds the epoch of the loader.
     """
 
     def __iter__(self):
         iterator = super().__iter__()
         weights = [w / sum(self._weights) for w in self._weights]
+        started = [d.current_epoch for d in self._datasets]
 
         def next_source() -> int:
             taken = iterator._num_samples_yielded
             t = sum(taken)
             return max(range(len(weights)), key=lambda i: (weights[i] * (t + 1) - taken[i], -i))
 
+        get_sample = iterator._get_sample
+
+        def sample(index: int):
+            try:
+                return get_sample(index)
+            except StopIteration:
+                for dataset, epoch in zip(self._datasets, started):
+                    if dataset.current_epoch == epoch:  # not run out: its epoch ends with the mix's
+                        dataset.current_epoch += 1
+                        dataset.reset_state_dict()
+                raise
+
         iterator._set_new_dataset_index = next_source
+        iterator._get_sample = sample
         return iterator
+
+
+def weighted_mix_taken(shares: list[int], weights: list[float], limit: int | None = None) -> list[int]:
+    """Clips a ``WeightedMix`` takes from each source (``shares[i]`` clips) before one runs out, or in its first ``limit``."""
+    total = sum(weights)
+    taken = [0] * len(shares)
+    t = 0
+    while limit is None or t < limit:
+        i = max(range(len(shares)), key=lambda k: (weights[k] / total * (t + 1) - taken[k], -k))
+        if taken[i] == shares[i]:
+            break
+        taken[i] += 1
+        t += 1
+    return taken
 
 
 def weighted_mix_length(shares: list[int], weights: list[float]) -> int:
     """Clips a ``WeightedMix`` yields before a source with ``shares[i]`` clips runs out (one loader worker's part)."""
-    total = sum(weights)
-    taken = [0] * len(shares)
-    t = 0
-    while True:
-        i = max(range(len(shares)), key=lambda k: (weights[k] / total * (t + 1) - taken[k], -k))
-        if taken[i] == shares[i]:
-            return t
-        taken[i] += 1
-        t += 1
+    return sum(weighted_mix_taken(shares, weights))
+
+
+def worker_parts(dataset: StreamingDataset, world: int, num_workers: int, batch_size: int,
+                 num_nodes: int = 1) -> list[int]:
+    """Clips of ``dataset`` each of the ``world`` x ``num_workers`` loader workers reads in an epoch (rank-major).
+
+    Taken from litdata's own split (the dataset's shuffler), which gives every rank the
+    same number of whole batches and divides them among the rank's workers, so a
+    plan built on it is what the loaders will do.
+    """
+    workers = max(1, num_workers)
+    dataset.get_len(workers, batch_size)  # builds the shuffler
+    _, intervals = dataset.shuffler.get_chunks_and_intervals_per_workers(
+        _DistributedEnv(world, 0, max(1, num_nodes)), workers, batch_size, dataset.current_epoch)
+    return [sum(int(iv[2]) - int(iv[1]) for iv in worker) for worker in intervals]
 
 
 class ShardsDataModule(CaptionDataModule):
@@ -283,31 +325,55 @@ class ShardsDataModule(CaptionDataModule):
             drop_last=train, source_id=source_id, max_cache_size=self.max_cache_size,
         )
 
-    def epoch_plan(self, sizes: list[int], world: int) -> tuple[list[int], int]:
+    def epoch_plan(self, parts: list[list[int]], world: int) -> tuple[list[int], int]:
         """Clips an epoch reads from each training source (all ranks together), and the steps of an epoch.
 
-        ``sizes``: the sources' clip counts. Each of the ``world`` x ``num_workers``
-        loader workers reads its share of every source and makes its own batches (the
-        last partial one dropped), so the steps count whole batches per worker. One
-        source, or ``mix="all"``: every clip once. ``mix="weighted"``: a worker's part
-        ends when its share of a source runs out (``weighted_mix_length``).
+        ``parts[i][w]``: the clips of source i that loader worker w (of ``world`` x
+        ``num_workers``, rank-major; ``worker_parts``) holds. Each worker makes its own
+        batches from its parts and drops its last partial batch. One source, or
+        ``mix="all"``: a worker reads all of its parts (a partial batch, which litdata's
+        whole-batch split does not leave, is counted against its largest part).
+        ``mix="weighted"``: a worker's epoch ends when its part of a source runs out
+        (``weighted_mix_taken``). Steps: rank 0's batches (litdata gives every rank as many).
         """
-        workers = world * max(1, self.num_workers)
-        shares = [n // workers for n in sizes]
-        if len(sizes) == 1 or self.mix == "all":
-            per_worker = sum(shares)
-            reads = list(sizes)
-        else:
-            per_worker = weighted_mix_length(shares, self.weights)
-            total = sum(self.weights)
-            reads = [min(n, round(per_worker * workers * w / total)) for n, w in zip(sizes, self.weights)]
-        return reads, max(1, self.num_workers) * (per_worker // self.batch_size)
+        workers = max(1, self.num_workers)
+        reads = [0] * len(parts)
+        seen: dict[tuple[int, ...], list[int]] = {}  # workers mostly hold one of a few share vectors
+        steps = [0] * world
+        for w in range(world * workers):
+            shares = tuple(p[w] for p in parts)
+            if shares not in seen:
+                if len(parts) == 1 or self.mix == "all":
+                    taken = list(shares)
+                    drop = sum(taken) % self.batch_size
+                    taken[taken.index(max(taken))] -= drop
+                else:
+                    taken = weighted_mix_taken(list(shares), self.weights)
+                    taken = weighted_mix_taken(list(shares), self.weights, sum(taken) // self.batch_size * self.batch_size)
+                seen[shares] = taken
+            reads = [r + t for r, t in zip(reads, seen[shares])]
+            steps[w // workers] += sum(seen[shares]) // self.batch_size
+        if len(set(steps)) > 1 and rank_zero_only.rank == 0:
+            log.warning("training data: the ranks' loaders hold %s batches per epoch; DDP needs equal counts", steps)
+        return reads, steps[0]
+
+    def plan(self, world: int, datasets: list[StreamingDataset] | None = None) -> tuple[list[int], list[int], int]:
+        """On ``world`` devices: each training source's clips, the clips an epoch reads of it, and an epoch's steps.
+
+        ``datasets``: the training loader's (else read from the sources' indexes alone).
+        """
+        if datasets is None:
+            allow_plain_http()
+            datasets = [StreamingDataset(s["path"], shuffle=True, drop_last=True, seed=self.seed,
+                                         max_cache_size=self.max_cache_size) for s in self.sources]
+        sizes = [sum(worker_parts(d, 1, 1, 1)) for d in datasets]  # every clip of the source (one worker's part)
+        nodes = self.trainer.num_nodes if self._trainer_attached() else 1
+        parts = [worker_parts(d, world, self.num_workers, self.batch_size, nodes) for d in datasets]
+        return sizes, *self.epoch_plan(parts, world)
 
     def train_steps_per_epoch(self, world: int) -> int:
-        """Optimizer steps of an epoch on ``world`` devices (for a weighted mix: on average)."""
-        allow_plain_http()
-        sizes = [len(StreamingDataset(s["path"], max_cache_size=self.max_cache_size)) for s in self.sources]
-        return self.epoch_plan(sizes, world)[1]
+        """Optimizer steps of an epoch on ``world`` devices."""
+        return self.plan(world)[2]
 
     def _report_plan(self, datasets: list[ClipShardDataset]) -> None:
         for src in self.sources:
@@ -317,25 +383,27 @@ class ShardsDataModule(CaptionDataModule):
                             "(and replaced) when drawn. Prepare the source with --require-video to leave them out",
                             src["path"], summary["kept_audio_only"], summary.get("kept", 0))
         world = self.trainer.world_size if self._trainer_attached() else 1
-        sizes = [len(d) for d in datasets]
-        reads, steps = self.epoch_plan(sizes, world)
+        sizes, reads, steps = self.plan(world, datasets)
         what = ", ".join(f"{s['path']}: {r} of {n}" + (f" (weight {w:g})" if len(sizes) > 1 and self.mix == "weighted"
                                                           else "")
                          for s, r, n, w in zip(self.sources, reads, sizes, self.weights))
         if len(sizes) > 1 and self.mix == "weighted":
             note = ("; an epoch ends when the first source runs out, later epochs draw other clips of the others "
                     "(data.mix=all reads every clip of every source once per epoch)")
-        else:
+        elif reads == sizes:
             note = " (every clip once per epoch)"
+        else:
+            note = (f" (the other {sum(sizes) - sum(reads)} do not fill a batch on each of the {world} device(s) x "
+                    f"{max(1, self.num_workers)} loader worker(s); each epoch leaves out other ones)")
         if rank_zero_only.rank == 0:
             log.info("training data: an epoch reads %s clips%s: %d steps of %d clips x %d device(s)", what, note, steps,
                      self.batch_size, world)
         if steps == 0:
             workers = world * max(1, self.num_workers)
             raise UserError(
-                f"data.sources: an epoch reads {sum(reads)} clips, split over {world} device(s) x "
+                f"data.sources: an epoch has {sum(sizes)} clips, split over {world} device(s) x "
                 f"{max(1, self.num_workers)} loader worker(s) that each make their own batches: fewer than one batch "
-                f"of data.batch_size={self.batch_size} per worker ({sum(reads) // workers} clips each), so training "
+                f"of data.batch_size={self.batch_size} per worker ({sum(sizes) // workers} clips each), so training "
                 "would run no step. Lower data.batch_size or data.num_workers, add data"
                 + (", or use data.mix=all (every clip of every source once per epoch)"
                    if len(sizes) > 1 and self.mix == "weighted" else ""))
@@ -360,4 +428,22 @@ class ShardsDataModule(CaptionDataModule):
             return []
         datasets = [self._dataset(s["path"], False, i) for i, s in enumerate(self.val_sources)]
         dataset = datasets[0] if len(datasets) == 1 else CombinedStreamingDataset(datasets, iterate_over_all=True)
-        return StreamingDataLoader(dataset, **self.loader_kwargs(train=False))
+        kwargs = self.loader_kwargs(train=False)
+        kwargs["batch_size"] = self._val_batch(sum(sum(worker_parts(d, 1, 1, 1)) for d in datasets), kwargs["batch_size"])
+        return StreamingDataLoader(dataset, **kwargs)
+
+    def _val_batch(self, clips: int, batch: int) -> int:
+        """A validation batch that leaves every device at least one (litdata splits whole batches over the ranks).
+
+        Validation keeps every clip (the last rank takes what does not fill a batch on
+        each) and its batch size changes no metric, so it is lowered instead of failing
+        in Lightning's "zero length" check on the ranks left without one.
+        """
+        world = self.trainer.world_size if self._trainer_attached() else 1
+        fits = max(1, clips // world)
+        if batch <= fits or world == 1:  # one device takes the whole set as a smaller last batch
+            return batch
+        if rank_zero_only.rank == 0:
+            log.info("validation data: %d clips over %d device(s), validated in batches of %d instead of "
+                     "data.val_batch_size=%d so that every device gets one", clips, world, fits, batch)
+        return fits

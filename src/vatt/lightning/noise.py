@@ -28,6 +28,12 @@ def silence_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"MLFlow only allows '_', '/', '\.' and ' ' special characters")
     # Lightning's caution for any IterableDataset with a length; litdata's datasets split their data over workers
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # litdata, for each validation dataset of a multi-device run: validation keeps every clip on purpose (drop_last off;
+    # retrieval scores them all) and runs no collective per step, so uneven batch counts over the ranks are safe
+    streaming = logging.getLogger("litdata.streaming.dataset")
+    if not any(isinstance(f, _DropMessage) for f in streaming.filters):
+        streaming.addFilter(_DropMessage("You're operating within a distributed environment and have disabled the "
+                                         "`drop_last` option"))
     # Lightning's advertisement for its cloud logger, printed by every Trainer
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropMessage) for f in rank_zero.filters):

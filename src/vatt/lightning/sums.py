@@ -10,6 +10,9 @@ values.
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import lightning as L
 import torch
 
@@ -20,4 +23,6 @@ def log_epoch_sums(module: L.LightningModule, sums: dict[str, torch.Tensor | int
         value = torch.as_tensor(value, device=module.device).float()
         if module._trainer is not None and module.trainer.world_size > 1:
             value = module.trainer.strategy.reduce(value, reduce_op="sum")
+        # Lightning advises sync_dist for an unsynced epoch value of a multi-device run; this one is summed above
+        warnings.filterwarnings("ignore", message=rf"It is recommended to use `self.log\({re.escape(repr(name))}, ")
         module.log(name, value, on_epoch=True, sync_dist=False)
