@@ -17,7 +17,8 @@ layers; the FAC heads with BatchNorm. Every variable gets random values (norm of
 BatchNorm statistics and biases included: zeros would hide a mistake), an Adam step
 with zero gradients adds the optimizer's slots, and ``CheckpointManager`` writes
 ``ckpt-7`` as in the authors' runs. ``outputs.npz`` holds the inputs and what the model
-returns for them in inference mode.
+returns for them in inference mode; ``outputs_float64.npz`` the same computed in float64
+(the same weights), the reference free of float32 rounding.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class TransformerEncoder(keras.layers.Layer):
 
     def call(self, x, mask=None, training=False):
         b, n = tf.shape(x)[0], tf.shape(x)[1]
-        mask = tf.ones((b, n), tf.float32) if mask is None else tf.cast(mask, tf.float32)
+        mask = tf.ones((b, n), x.dtype) if mask is None else tf.cast(mask, x.dtype)
         bias = (1.0 - mask[:, None, None, :]) * -1e9
         for layer in self.layers:
             x = layer(x, bias, training=training)
@@ -292,7 +293,7 @@ class T5Encoder(keras.layers.Layer):
 
     def call(self, x, mask, training=False):
         bias = self.layers[0].self_attention.attention.position_bias(tf.shape(x)[1])
-        bias = bias + (1.0 - tf.cast(mask, tf.float32)[:, None, None, :]) * -1e9
+        bias = tf.cast(bias, x.dtype) + (1.0 - tf.cast(mask, x.dtype)[:, None, None, :]) * -1e9
         x = self.dropout(x, training=training)
         for layer in self.layers:
             x = layer(x, bias, training=training)
@@ -496,6 +497,31 @@ def functional(model: keras.Model, specs: dict) -> keras.Model:
     return keras.Model(inputs=inputs, outputs=model(next(iter(inputs.values())) if single else inputs))
 
 
+def in_float64(build, model: keras.Model, specs: dict, inputs: dict) -> dict:
+    """``model``'s outputs computed in float64: the same layers (``build()``) with its weights, float64 throughout.
+
+    The reference without float32 rounding: TensorFlow's float32 outputs are themselves
+    up to ~1.5e-5 from the exact values on the text tower (outputs of order 2), which is
+    why a float32 comparison cannot show agreement to 1e-5 on every CPU.
+    """
+    keras.backend.set_floatx("float64")
+    try:
+        wide = {k: (shape, tf.float64 if dtype == tf.float32 else dtype) for k, (shape, dtype) in specs.items()}
+        twin = functional(build(), wide)
+        assert [v.shape for v in twin.variables] == [v.shape for v in model.variables]
+        for mine, theirs in zip(twin.variables, model.variables):
+            mine.assign(theirs.numpy().astype(np.float64))
+        out = twin({k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in inputs.items()}, training=False)
+        return {k: v.numpy() for k, v in (out.items() if isinstance(out, dict) else [("logits", out)])}
+    finally:
+        keras.backend.set_floatx("float32")
+
+
+def save_float64(out: Path, inputs: dict, outputs: dict) -> None:
+    np.savez(out / "outputs_float64.npz", **{f"input_{k}": v.astype(np.float64) if v.dtype == np.float32 else v
+                                             for k, v in inputs.items()}, **outputs)
+
+
 def make(out: Path, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     B, T, S, L = 2, 4, 16, 16  # clips, frames, frame side, words
@@ -506,27 +532,41 @@ def make(out: Path, seed: int = 0) -> None:
 
     # modality-specific: video 64-wide / 2 layers, audio 64-wide / 1 layer, T5 text 64-wide with 2 heads / 2 layers;
     # 2 x 4 x 4 patches of 4 frames of 16^2 (32 tokens), 10 audio segments of 128 samples, 20 words of 32-d vectors
-    video = ViTx3D(64, 64, 1, 2, (2, 4, 4), (2, 4, 4), name="vit_base")
-    audio = AuTx1D(64, 64, 1, 1, 128, 10, name="wat_base")
-    text = LanguageModel(20, 32, 64, 64, 2, 2, name="text_module")
-    ms = functional(MMRLModel(AudioTextVideoFusion(video, audio, text, name="backbone_stack"),
-                              HeadStack(32, 16, name="head_stack"), name="tx_fac"), specs)
+    def tx_fac():
+        video = ViTx3D(64, 64, 1, 2, (2, 4, 4), (2, 4, 4), name="vit_base")
+        audio = AuTx1D(64, 64, 1, 1, 128, 10, name="wat_base")
+        text = LanguageModel(20, 32, 64, 64, 2, 2, name="text_module")
+        return MMRLModel(AudioTextVideoFusion(video, audio, text, name="backbone_stack"),
+                         HeadStack(32, 16, name="head_stack"), name="tx_fac")
+
+    ms = functional(tx_fac(), specs)
     randomise(ms, rng)
     save(ms, inputs, out / "ms", {k: v.numpy() for k, v in ms(inputs, training=False).items()})
+    save_float64(out / "ms", inputs, in_float64(tx_fac, ms, specs, inputs))
 
     # modality-agnostic: one 64-wide Transformer, post-projections to 64
-    ut = UniversalVATT(64, 64, 1, 1, (2, 4, 4), (2, 4, 4), 128, 10, 20, 32, L, 64, name="ut_medium")
-    ma = functional(MMRLModel(UnifiedFusion(ut, name="unified_backbone"), HeadStack(32, 16, name="head_stack"),
-                              name="ut_fac"), specs)
+    def ut_fac():
+        ut = UniversalVATT(64, 64, 1, 1, (2, 4, 4), (2, 4, 4), 128, 10, 20, 32, L, 64, name="ut_medium")
+        return MMRLModel(UnifiedFusion(ut, name="unified_backbone"), HeadStack(32, 16, name="head_stack"),
+                         name="ut_fac")
+
+    ma = functional(ut_fac(), specs)
     randomise(ma, rng)
     save(ma, inputs, out / "ma", {k: v.numpy() for k, v in ma(inputs, training=False).items()})
+    save_float64(out / "ma", inputs, in_float64(ut_fac, ma, specs, inputs))
 
     # a fine-tuned video classifier: ViT 128-wide (2 heads), 5 classes
-    cls = functional(VideoModel(ViTx3D(128, 64, 2, 1, (2, 4, 4), (2, 4, 4), name="vit_base"), num_classes=5,
-                                name="video_module"), {"images": specs["video"]})
+    def classifier():
+        return VideoModel(ViTx3D(128, 64, 2, 1, (2, 4, 4), (2, 4, 4), name="vit_base"), num_classes=5,
+                          name="video_module")
+
+    image_specs = {"images": specs["video"]}
+    cls = functional(classifier(), image_specs)
     randomise(cls, rng)
     logits = cls({"images": inputs["video"]}, training=False)
     save(cls, {"video": inputs["video"]}, out / "classifier", {"logits": logits.numpy()})
+    save_float64(out / "classifier", {"video": inputs["video"]},
+                 in_float64(classifier, cls, image_specs, {"images": inputs["video"]}))
 
 
 def main() -> None:

@@ -10,14 +10,19 @@ values the authors' model was given (no rescaling happens here):
   [AGG] features), ``video_va``, ``video_vt``, ``audio_va``, ``text_vt`` (the FAC
   heads' common-space embeddings), ``logits`` (a classifier's scores before softmax).
 
-``tests/fixtures/tf_vatt/*/outputs.npz`` are such files, written by
-``scripts/make_tf_fixtures.py``; for a released checkpoint, run the authors' model in
-inference mode and save its outputs under these names (``docs/vatt.md`` §8 says which
-entry of its output dictionary each name is).
+A reference whose outputs are float64 is compared in float64: the converted model runs
+in double precision on its inputs (also float64), so float32 rounding on either side
+(up to ~2e-5 on outputs of order 2, and CPU-dependent) does not hide how close the two
+computations are. ``tests/fixtures/tf_vatt/*/outputs.npz`` (float32) and
+``outputs_float64.npz`` are such files, written by ``scripts/make_tf_fixtures.py``; for a
+released checkpoint, run the authors' model in inference mode and save its outputs
+under these names (``docs/vatt.md`` §8 says which entry of its output dictionary each
+name is).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +55,13 @@ def read_reference(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
     if not expected:
         raise CheckError(f"check={path}: no outputs to compare; it needs one of {list(OUTPUTS)}")
     inputs: dict[str, torch.Tensor] = {}
+    wide = any(v.dtype == np.float64 for v in expected.values())
+    real = np.float64 if wide else np.float32
     if "input_video" in arrays:
         v = arrays["input_video"]
         if v.ndim != 5 or v.shape[-1] != 3:
             raise CheckError(f"check={path}: input_video has shape {list(v.shape)}; expected [B, T, H, W, 3]")
-        inputs["video"] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).permute(0, 4, 1, 2, 3)
+        inputs["video"] = torch.from_numpy(np.ascontiguousarray(v, dtype=real)).permute(0, 4, 1, 2, 3)
     if "input_audio" in arrays:
         a = arrays["input_audio"]
         if a.ndim == 3 and a.shape[-1] == 1:
@@ -62,7 +69,7 @@ def read_reference(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
         if a.ndim != 2:
             raise CheckError(f"check={path}: input_audio has shape {list(arrays['input_audio'].shape)}; "
                              "expected [B, S] or [B, S, 1]")
-        inputs["audio"] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        inputs["audio"] = torch.from_numpy(np.ascontiguousarray(a, dtype=real))
     if "input_text" in arrays:
         t = arrays["input_text"]
         if not np.issubdtype(t.dtype, np.integer):
@@ -86,7 +93,10 @@ def max_differences(model: torch.nn.Module, path: str | Path) -> dict[str, float
     missing = [f"input_{m}" for m in needed if m not in inputs]
     if missing:
         raise CheckError(f"check={path}: no {missing}; the model needs them to give its outputs")
+    wide = any(ref.dtype == np.float64 for ref in expected.values())
     was_training = model.training
+    if wide:  # a float64 reference: the same weights, computed in double precision (a copy; the model stays)
+        model = copy.deepcopy(model).double()
     model.eval()
     try:
         with torch.no_grad():
@@ -95,11 +105,11 @@ def max_differences(model: torch.nn.Module, path: str | Path) -> dict[str, float
         model.train(was_training)
     errors = {}
     for name, ref in expected.items():
-        got = out[name].float()
+        got = out[name].double() if wide else out[name].float()
         if tuple(got.shape) != ref.shape:
             raise CheckError(f"check={path}: {name} has shape {list(ref.shape)}, the converted model gives "
                              f"{list(got.shape)}")
-        errors[name] = float((got - torch.from_numpy(ref.astype(np.float32))).abs().max())
+        errors[name] = float((got - torch.from_numpy(ref.astype(np.float64 if wide else np.float32))).abs().max())
     return errors
 
 
