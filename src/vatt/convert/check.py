@@ -37,6 +37,11 @@ class CheckError(ValueError):
     """A reference file that cannot be compared: it names the file, the key and what was expected."""
 
 
+def in_float64(expected: dict[str, np.ndarray]) -> bool:
+    """Whether a reference is compared in float64 (any of its outputs is float64)."""
+    return any(v.dtype == np.float64 for v in expected.values())
+
+
 def read_reference(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """The inputs (in this project's layouts) and the expected outputs of a reference ``.npz``."""
     path = Path(path)
@@ -55,8 +60,7 @@ def read_reference(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
     if not expected:
         raise CheckError(f"check={path}: no outputs to compare; it needs one of {list(OUTPUTS)}")
     inputs: dict[str, torch.Tensor] = {}
-    wide = any(v.dtype == np.float64 for v in expected.values())
-    real = np.float64 if wide else np.float32
+    real = np.float64 if in_float64(expected) else np.float32
     if "input_video" in arrays:
         v = arrays["input_video"]
         if v.ndim != 5 or v.shape[-1] != 3:
@@ -93,7 +97,7 @@ def max_differences(model: torch.nn.Module, path: str | Path) -> dict[str, float
     missing = [f"input_{m}" for m in needed if m not in inputs]
     if missing:
         raise CheckError(f"check={path}: no {missing}; the model needs them to give its outputs")
-    wide = any(ref.dtype == np.float64 for ref in expected.values())
+    wide = in_float64(expected)
     was_training = model.training
     if wide:  # a float64 reference: the same weights, computed in double precision (a copy; the model stays)
         model = copy.deepcopy(model).double()

@@ -221,6 +221,11 @@ def worker_parts(dataset: StreamingDataset, world: int, num_workers: int, batch_
     return [sum(int(iv[2]) - int(iv[1]) for iv in worker) for worker in intervals]
 
 
+def clips_in(dataset: StreamingDataset) -> int:
+    """Every clip of ``dataset`` (one worker's part when it is alone)."""
+    return sum(worker_parts(dataset, 1, 1, 1))
+
+
 class ShardsDataModule(CaptionDataModule):
     """Streams prepared shards; see the module docstring.
 
@@ -366,7 +371,7 @@ class ShardsDataModule(CaptionDataModule):
             allow_plain_http()
             datasets = [StreamingDataset(s["path"], shuffle=True, drop_last=True, seed=self.seed,
                                          max_cache_size=self.max_cache_size) for s in self.sources]
-        sizes = [sum(worker_parts(d, 1, 1, 1)) for d in datasets]  # every clip of the source (one worker's part)
+        sizes = [clips_in(d) for d in datasets]
         nodes = self.trainer.num_nodes if self._trainer_attached() else 1
         parts = [worker_parts(d, world, self.num_workers, self.batch_size, nodes) for d in datasets]
         return sizes, *self.epoch_plan(parts, world)
@@ -429,7 +434,7 @@ class ShardsDataModule(CaptionDataModule):
         datasets = [self._dataset(s["path"], False, i) for i, s in enumerate(self.val_sources)]
         dataset = datasets[0] if len(datasets) == 1 else CombinedStreamingDataset(datasets, iterate_over_all=True)
         kwargs = self.loader_kwargs(train=False)
-        kwargs["batch_size"] = self._val_batch(sum(sum(worker_parts(d, 1, 1, 1)) for d in datasets), kwargs["batch_size"])
+        kwargs["batch_size"] = self._val_batch(sum(clips_in(d) for d in datasets), kwargs["batch_size"])
         return StreamingDataLoader(dataset, **kwargs)
 
     def _val_batch(self, clips: int, batch: int) -> int:
